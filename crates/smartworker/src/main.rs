@@ -1,0 +1,3 @@
+//! The `smartworker` command: server, demo and operator CLI.
+
+fn main() {}
