@@ -28,7 +28,7 @@ impl From<&str> for JobId {
 }
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Ready to run as soon as a worker is free.
@@ -113,7 +113,9 @@ impl Backoff {
 }
 
 /// How many finished jobs of one kind to keep; `None` in both fields keeps them all.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(default)]
 pub struct KeepJobs {
     /// Keep at most this many of the newest jobs.
@@ -199,6 +201,11 @@ impl NewJob {
         if self.name.len() > MAX_QUEUE_NAME {
             return Err(InvalidJob::NameTooLong(self.name.len()));
         }
+        if let Some(id) = &self.opts.job_id
+            && id.parse::<i64>().is_ok()
+        {
+            return Err(InvalidJob::IntegerCustomId(id.clone()));
+        }
         Ok(())
     }
 }
@@ -218,6 +225,9 @@ pub enum InvalidJob {
     /// The job name is too long.
     #[error("job name is {0} bytes long; the limit is 128")]
     NameTooLong(usize),
+    /// A producer-chosen id that is an integer would collide with generated ids (as in BullMQ).
+    #[error("custom job id {0:?} is an integer; custom ids must not be integers")]
+    IntegerCustomId(String),
 }
 
 /// Checks a queue name: 1 to 128 ASCII letters, digits, `-`, `_` or `.`.
