@@ -771,7 +771,7 @@ impl QueueBackend for SqliteBackend {
         let queue = self
             .with_conn(move |conn, _| {
                 let seq = require_seq(conn, &job_id)?;
-                let job = load_job(conn, seq)?.ok_or_else(|| BackendError::NotFound(job_id))?;
+                let job = load_job(conn, seq)?.ok_or(BackendError::NotFound(job_id))?;
                 if job.state != JobState::Dead {
                     return Err(BackendError::WrongState {
                         id: job.id,
@@ -797,7 +797,7 @@ impl QueueBackend for SqliteBackend {
         let id = id.clone();
         self.with_conn(move |conn, _| {
             let seq = require_seq(conn, &id)?;
-            let job = load_job(conn, seq)?.ok_or_else(|| BackendError::NotFound(id))?;
+            let job = load_job(conn, seq)?.ok_or(BackendError::NotFound(id))?;
             if job.state == JobState::Active {
                 return Err(BackendError::WrongState {
                     id: job.id,

@@ -1,5 +1,7 @@
 //! Behaviour of the embedded SQLite backend, through the `QueueBackend` trait only.
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
+
 use serde_json::json;
 use smartworker_core::{
     ActiveJob, Attempt, Backoff, ClaimRequest, FinishOutcome, FinishRequest, HEAL_QUEUE,
