@@ -1,1 +1,17 @@
-//! (placeholder, filled in by the handler work)
+//! Handlers run one job each: a command (one process per job) or a Rust function.
+//!
+//! [`run_command`] is the only place a handler process is started, on the host or wrapped in
+//! a sandbox, so a sandboxed re-run differs from the original only in where it runs.
+
+mod capture;
+mod command;
+mod function;
+mod job;
+mod outcome;
+
+pub use command::{
+    CommandOutput, CommandSpec, DEFAULT_MAX_OUTPUT_BYTES, HandlerError, run_command,
+};
+pub use function::{FnHandler, handler_fn};
+pub use job::{CommandHandler, EXECUTION_CONTEXT_VAR, job_env, job_stdin};
+pub use outcome::job_outcome;
