@@ -1,1 +1,34 @@
-//! (placeholder, filled in by the memory work)
+//! SmartWorker's memory: every final failure and every fix, with embeddings, so a repeat
+//! failure is recognised and a verified fix reused.
+//!
+//! This crate holds the embedded store (the queue's SQLite file, `mem_` tables, exact cosine
+//! search), the embedders that feed it, and the chunking of failures and fixes. It records
+//! whether a fix was verified as it is told and never judges a fix itself.
+
+mod chunk;
+mod db;
+mod embed;
+mod error;
+mod record;
+mod schema;
+mod secrets;
+mod store;
+mod vector;
+
+pub use chunk::{
+    Chunk, ChunkKind, FailureInput, FrameInput, chunks_for_failure, chunks_for_fix, payload_shape,
+};
+pub use db::MAX_GROUP_JOB_IDS;
+pub use embed::{
+    EmbedError, EmbeddedChunks, Embedder, FallbackEmbedder, LEXICAL_DIMENSIONS, LEXICAL_MODEL,
+    LexicalEmbedder, check_vectors, embed_chunks, tokenize,
+};
+pub use error::MemoryError;
+pub use record::{
+    AttemptTimings, FailureRecord, Fix, FixDetail, FixSource, FixSummary, Group, HealAttempt,
+    HealAttemptRecord, NewFix, SimilarFailure,
+};
+pub use schema::SCHEMA_VERSION;
+pub use secrets::{MASK, mask_payload, mask_secrets};
+pub use store::MemoryStore;
+pub use vector::cosine;
