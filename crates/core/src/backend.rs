@@ -143,6 +143,10 @@ pub trait QueueBackend: Send + Sync + 'static {
         lock: Duration,
     ) -> Result<Vec<JobId>, BackendError>;
 
+    /// Hands an active job back to waiting without counting the attempt, recording
+    /// `reason` in its history; used when a worker shuts down before the job ends.
+    async fn release(&self, id: &JobId, token: &str, reason: &str) -> Result<(), BackendError>;
+
     /// Puts active jobs whose lock expired back to waiting, so another worker runs them.
     async fn recover_stalled(&self, queue: &str) -> Result<Vec<JobId>, BackendError>;
 

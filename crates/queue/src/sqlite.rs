@@ -652,6 +652,43 @@ impl QueueBackend for SqliteBackend {
         .await
     }
 
+    async fn release(&self, id: &JobId, token: &str, reason: &str) -> Result<(), BackendError> {
+        let (id, token, reason) = (id.clone(), token.to_owned(), reason.to_owned());
+        let queue = self
+            .with_conn(move |conn, _| {
+                let seq = require_seq(conn, &id)?;
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1 AND state = 2 AND lock_token = ?2"
+                );
+                let Some(job) =
+                    conn.query_row(&sql, params![seq, token], read_job).optional().map_err(storage)?
+                else {
+                    return Ok(None);
+                };
+                let now = now_ms();
+                let attempt = Attempt {
+                    number: job.attempts_made,
+                    worker: String::new(),
+                    started_at: now,
+                    finished_at: now,
+                    error: Some(reason),
+                    stack: None,
+                };
+                let attempt = serde_json::to_string(&attempt).map_err(storage)?;
+                conn.execute(
+                    "UPDATE jobs SET state = 0, attempts_made = MAX(attempts_made - 1, 0), \
+                     attempts = json_insert(attempts, '$[#]', json(?1)), \
+                     lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?2",
+                    params![attempt, seq],
+                )
+                .map_err(storage)?;
+                Ok(Some(job.queue))
+            })
+            .await?;
+        self.wake(queue);
+        Ok(())
+    }
+
     async fn recover_stalled(&self, queue: &str) -> Result<Vec<JobId>, BackendError> {
         let q = queue.to_owned();
         let ids = self

@@ -1,6 +1,9 @@
 //! Behaviour of the embedded SQLite backend, through the `QueueBackend` trait only.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly at the first unexpected error"
+)]
 
 use serde_json::json;
 use smartworker_core::{
@@ -384,4 +387,15 @@ async fn removing_an_active_job_is_refused() {
     let other = b.add(NewJob::new("q", "t", json!(2))).await.unwrap();
     b.remove(&other).await.unwrap();
     assert!(b.get(&other).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn released_job_returns_to_waiting_without_using_an_attempt() {
+    let b = backend();
+    let id = b.add(NewJob::new("q", "t", json!(1))).await.unwrap();
+    let a = claim(&b, "q", 1, Duration::from_secs(30)).await.remove(0);
+    b.release(&id, &a.token, "worker shut down").await.unwrap();
+    let job = b.get(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts_made), (JobState::Waiting, 0));
+    assert_eq!(job.attempts[0].error.as_deref(), Some("worker shut down"));
 }
