@@ -3,6 +3,7 @@
 //! A payload is embedded by its shape only (keys and JSON types), never by its values, so two
 //! sign-ups with different e-mail addresses look alike and no customer data reaches a vector.
 
+use crate::secrets::{mask_payload, mask_secrets};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -40,6 +41,17 @@ pub struct FailureInput {
     pub frames: Vec<FrameInput>,
     /// The job's payload.
     pub payload: Value,
+}
+
+impl FailureInput {
+    /// The failure with configured secrets and obvious secret patterns masked in its message,
+    /// stack and payload.
+    pub fn masked(mut self, secrets: &[String]) -> FailureInput {
+        self.message = mask_secrets(&self.message, secrets);
+        self.stack = mask_secrets(&self.stack, secrets);
+        self.payload = mask_payload(&self.payload, secrets);
+        self
+    }
 }
 
 /// One stack frame in the project's own code.

@@ -228,6 +228,9 @@ pub(crate) fn similar_failures(
             got: vector.len(),
         });
     }
+    if vector.iter().any(|x| !x.is_finite()) {
+        return Err(MemoryError::NotFinite(model.to_owned()));
+    }
     if k == 0 {
         return Ok(Vec::new());
     }
@@ -460,17 +463,18 @@ pub(crate) fn insert_heal_attempt(
     Ok(conn.last_insert_rowid())
 }
 
-/// Heal attempts matching `filter` (a condition on `?1`), in round order.
+/// Heal attempts matching `filter` (a condition on `?1`), sorted by `order`.
 pub(crate) fn heal_attempts(
     conn: &Connection,
     filter: &str,
+    order: &str,
     value: &dyn ToSql,
 ) -> Result<Vec<HealAttempt>, MemoryError> {
     let sql = format!(
         "SELECT id, fix_id, created_at, heal_job_id, job_id, round, prompt, reply, edits_json,
              sandbox_stdout, sandbox_stderr, sandbox_exit, verdict, refusal, model_ms, apply_ms,
              sandbox_ms, total_ms
-         FROM mem_heal_attempts WHERE {filter} ORDER BY heal_job_id, round, id"
+         FROM mem_heal_attempts WHERE {filter} ORDER BY {order}"
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([value], heal_attempt_from_row)?;

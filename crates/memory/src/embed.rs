@@ -40,6 +40,12 @@ pub enum EmbedError {
         /// The length of the vector that came back.
         got: usize,
     },
+    /// A vector holds NaN or infinity, which no similarity can rank.
+    #[error("embedding model {model:?} returned a vector with a non-finite value")]
+    NotFinite {
+        /// The model asked.
+        model: String,
+    },
 }
 
 /// Something that turns texts into vectors of a fixed length.
@@ -59,10 +65,10 @@ pub trait Embedder: Send + Sync {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
-/// Checks that `vectors` holds one vector of `dimensions` floats per text.
+/// Checks that `vectors` holds one vector of `dimensions` finite floats per text.
 ///
 /// # Errors
-/// [`EmbedError::WrongCount`] or [`EmbedError::WrongDimensions`].
+/// [`EmbedError::WrongCount`], [`EmbedError::WrongDimensions`] or [`EmbedError::NotFinite`].
 pub fn check_vectors(
     model: &str,
     dimensions: usize,
@@ -82,6 +88,11 @@ pub fn check_vectors(
             model: model.to_owned(),
             expected: dimensions,
             got: v.len(),
+        });
+    }
+    if vectors.iter().flatten().any(|x| !x.is_finite()) {
+        return Err(EmbedError::NotFinite {
+            model: model.to_owned(),
         });
     }
     Ok(())
@@ -254,8 +265,7 @@ impl EmbeddedChunks {
     /// Pairs chunks with their vectors.
     ///
     /// # Errors
-    /// [`EmbedError::WrongCount`] or [`EmbedError::WrongDimensions`] when the vectors do not
-    /// fit the chunks and the dimensions.
+    /// As [`check_vectors`]: the vectors must fit the chunks and the dimensions, and be finite.
     pub fn new(
         model: impl Into<String>,
         dimensions: usize,
@@ -515,6 +525,12 @@ mod tests {
             (model.as_str(), vectors),
             ("constant-v1", vec![vec![1.0, 0.0]])
         );
+    }
+
+    #[test]
+    fn vectors_with_nan_are_refused() {
+        let err = check_vectors("m", 2, 1, &[vec![0.5, f32::NAN]]).unwrap_err();
+        assert_eq!(err, EmbedError::NotFinite { model: "m".into() });
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum MemoryError {
         /// The vector's length.
         got: usize,
     },
+    /// A query vector holds NaN or infinity.
+    #[error("query vector for model {0:?} holds a non-finite value")]
+    NotFinite(String),
     /// No group has that id.
     #[error("failure group {0} not found")]
     UnknownGroup(i64),

@@ -13,7 +13,7 @@ use crate::record::{
     SimilarFailure,
 };
 use crate::schema;
-use crate::secrets::{mask_payload, mask_secrets};
+use crate::secrets::mask_secrets;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -100,7 +100,7 @@ impl MemoryStore {
     ///
     /// # Errors
     /// [`MemoryError::DimensionMismatch`] when `vector`'s length differs from the dimensions
-    /// stored for `model`; SQLite errors.
+    /// stored for `model`; [`MemoryError::NotFinite`] for a vector with NaN; SQLite errors.
     pub async fn similar_failures(
         &self,
         model: &str,
@@ -188,11 +188,12 @@ impl MemoryStore {
         &self,
         fix_id: i64,
     ) -> Result<Vec<HealAttempt>, MemoryError> {
-        self.read(move |conn| db::heal_attempts(conn, "fix_id = ?1", &fix_id))
+        self.read(move |conn| db::heal_attempts(conn, "fix_id = ?1", "round, id", &fix_id))
             .await
     }
 
-    /// The attempts made for a job: `job_id` may be the failed job or the heal job.
+    /// The attempts made for a job, oldest first: `job_id` may be the failed job or the heal
+    /// job.
     ///
     /// # Errors
     /// SQLite errors.
@@ -202,7 +203,7 @@ impl MemoryStore {
     ) -> Result<Vec<HealAttempt>, MemoryError> {
         let job_id = job_id.to_owned();
         let filter = "job_id = ?1 OR heal_job_id = ?1";
-        self.read(move |conn| db::heal_attempts(conn, filter, &job_id))
+        self.read(move |conn| db::heal_attempts(conn, filter, "id", &job_id))
             .await
     }
 
@@ -223,7 +224,7 @@ impl MemoryStore {
             let Some(fix) = db::get_fix(conn, id)? else {
                 return Ok(None);
             };
-            let attempts = db::heal_attempts(conn, "fix_id = ?1", &id)?;
+            let attempts = db::heal_attempts(conn, "fix_id = ?1", "round, id", &id)?;
             Ok(Some(FixDetail { fix, attempts }))
         })
         .await
@@ -283,17 +284,6 @@ impl MemoryStore {
             Ok(value)
         });
         task.await.map_err(|e| MemoryError::Task(e.to_string()))?
-    }
-}
-
-impl FailureInput {
-    /// The failure with configured secrets and obvious secret patterns masked in its message,
-    /// stack and payload.
-    pub fn masked(mut self, secrets: &[String]) -> FailureInput {
-        self.message = mask_secrets(&self.message, secrets);
-        self.stack = mask_secrets(&self.stack, secrets);
-        self.payload = mask_payload(&self.payload, secrets);
-        self
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn to_blob(vector: &[f32]) -> Vec<u8> {
 
 /// The vector stored in `blob`, or `None` when its length is not a multiple of 4.
 pub(crate) fn from_blob(blob: &[u8]) -> Option<Vec<f32>> {
-    if blob.len() % 4 != 0 {
+    if !blob.len().is_multiple_of(4) {
         return None;
     }
     let floats = blob
