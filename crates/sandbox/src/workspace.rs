@@ -1,0 +1,287 @@
+//! A throw-away copy of the project that proposed edits are applied to and a sandbox runs in.
+//!
+//! The copy never reaches outside the project: symlinks whose target leaves the project root
+//! are left out (with a note), and in-project symlinks are rewritten as relative links so they
+//! resolve inside the copy both on the host and in the sandbox.
+
+use crate::error::SandboxError;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, lchown, symlink};
+use std::path::{Component, Path, PathBuf};
+use tempfile::TempDir;
+
+/// Directory names never copied: version control, our own state, build output, caches.
+pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
+
+/// Limits and placement of a workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceOptions {
+    /// The most files (and symlinks) copied; a larger project is refused.
+    pub max_files: u64,
+    /// The most bytes copied; a larger project is refused.
+    pub max_bytes: u64,
+    /// Where the temporary directory is made; the system's temp dir when `None`.
+    pub parent_dir: Option<PathBuf>,
+}
+
+impl Default for WorkspaceOptions {
+    fn default() -> Self {
+        WorkspaceOptions {
+            max_files: 200_000,
+            max_bytes: 2 << 30,
+            parent_dir: None,
+        }
+    }
+}
+
+/// A copy of a project in a fresh temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: TempDir,
+    project_root: PathBuf,
+    notes: Vec<String>,
+}
+
+impl Workspace {
+    /// Copies `project_root` into a new temporary directory.
+    ///
+    /// Files are reflinked (copy-on-write) where the filesystem can, else copied. The
+    /// directories in [`SKIPPED_DIRS`] are skipped at any depth; `node_modules` is kept, as
+    /// JavaScript handlers need it. Symlinks leaving the project, and sockets or FIFOs, are
+    /// left out and described in [`Workspace::notes`].
+    ///
+    /// # Errors
+    /// The project root is unusable, the project exceeds a limit, or a copy fails.
+    pub fn create(project_root: &Path, opts: &WorkspaceOptions) -> Result<Workspace, SandboxError> {
+        let root = canonical_dir(project_root)?;
+        let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("smartworker-ws-")
+            .tempdir_in(&parent)
+            .map_err(|source| SandboxError::Copy {
+                path: parent,
+                source,
+            })?;
+
+        let mut copy = TreeCopy {
+            root: &root,
+            opts,
+            files: 0,
+            bytes: 0,
+            notes: Vec::new(),
+        };
+        copy.dir(&root, dir.path())?;
+        let notes = copy.notes;
+        Ok(Workspace {
+            dir,
+            project_root: root,
+            notes,
+        })
+    }
+
+    /// The root of the copy.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The canonical path of the project this is a copy of.
+    pub fn project_root(&self) -> &Path {
+        &self.project_root
+    }
+
+    /// What was left out of the copy and why, one line each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Gives every entry of the copy to `uid`:`gid`, so a sandbox running as that user can
+    /// write to it. Entries added after an earlier call (proposed edits) are covered too.
+    ///
+    /// # Errors
+    /// [`SandboxError::Ownership`] naming the first entry that could not be changed.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), SandboxError> {
+        chown_tree(self.path(), uid, gid)
+    }
+
+    /// Removes the copy now, reporting what `Drop` would silently ignore.
+    ///
+    /// # Errors
+    /// [`SandboxError::Destroy`] when the directory could not be removed.
+    pub fn destroy(self) -> Result<(), SandboxError> {
+        let path = self.dir.path().to_owned();
+        self.dir
+            .close()
+            .map_err(|source| SandboxError::Destroy { path, source })
+    }
+}
+
+fn canonical_dir(path: &Path) -> Result<PathBuf, SandboxError> {
+    let err = |source| SandboxError::ProjectRoot {
+        path: path.to_owned(),
+        source,
+    };
+    let root = fs::canonicalize(path).map_err(err)?;
+    if !root.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        )));
+    }
+    Ok(root)
+}
+
+/// The state of one copy: what has been copied so far and what was left out.
+struct TreeCopy<'a> {
+    root: &'a Path,
+    opts: &'a WorkspaceOptions,
+    files: u64,
+    bytes: u64,
+    notes: Vec<String>,
+}
+
+impl TreeCopy<'_> {
+    fn dir(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
+        let mut entries: Vec<_> = read_dir(from)?;
+        // A sorted walk makes the notes and a limit error the same on every run.
+        entries.sort();
+        for path in entries {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            self.entry(&path, &to.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
+        let meta = fs::symlink_metadata(from).map_err(|e| copy_err(from, e))?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            if is_skipped(from) {
+                return Ok(());
+            }
+            fs::create_dir(to).map_err(|e| copy_err(from, e))?;
+            fs::set_permissions(to, meta.permissions()).map_err(|e| copy_err(from, e))?;
+            return self.dir(from, to);
+        }
+        if kind.is_symlink() {
+            return self.symlink(from, to);
+        }
+        if kind.is_socket() || kind.is_fifo() || kind.is_block_device() || kind.is_char_device() {
+            self.note(from, "is not a regular file");
+            return Ok(());
+        }
+        self.count(meta.len())?;
+        reflink_copy::reflink_or_copy(from, to).map_err(|e| copy_err(from, e))?;
+        Ok(())
+    }
+
+    fn symlink(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
+        let Ok(target) = fs::canonicalize(from) else {
+            self.note(from, "is a dangling symlink");
+            return Ok(());
+        };
+        if !target.starts_with(self.root) {
+            self.note(
+                from,
+                &format!("is a symlink to {} outside the project", target.display()),
+            );
+            return Ok(());
+        }
+        self.count(0)?;
+        let link_dir = from.parent().unwrap_or(self.root);
+        let relative = relative_path(link_dir, &target);
+        symlink(&relative, to).map_err(|e| copy_err(from, e))
+    }
+
+    fn count(&mut self, bytes: u64) -> Result<(), SandboxError> {
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.files > self.opts.max_files {
+            return Err(self.too_large(self.opts.max_files, "files"));
+        }
+        if self.bytes > self.opts.max_bytes {
+            return Err(self.too_large(self.opts.max_bytes, "bytes"));
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, limit: u64, unit: &'static str) -> SandboxError {
+        SandboxError::TooLarge {
+            path: self.root.to_owned(),
+            limit,
+            unit,
+        }
+    }
+
+    fn note(&mut self, path: &Path, why: &str) {
+        let shown = path.strip_prefix(self.root).unwrap_or(path);
+        self.notes
+            .push(format!("left out {}: it {why}", shown.display()));
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, SandboxError> {
+    let entries = fs::read_dir(dir).map_err(|e| copy_err(dir, e))?;
+    entries
+        .map(|entry| entry.map(|e| e.path()).map_err(|e| copy_err(dir, e)))
+        .collect()
+}
+
+fn is_skipped(dir: &Path) -> bool {
+    dir.file_name()
+        .is_some_and(|name| SKIPPED_DIRS.iter().any(|s| name == *s))
+}
+
+fn copy_err(path: &Path, source: std::io::Error) -> SandboxError {
+    SandboxError::Copy {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The path from directory `from` to `to`, both absolute and canonical: `../b/c`.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component<'_>> = from.components().collect();
+    let to: Vec<Component<'_>> = to.components().collect();
+    let shared = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path: PathBuf = from[shared..]
+        .iter()
+        .map(|_| Component::ParentDir)
+        .collect();
+    path.extend(&to[shared..]);
+    if path.as_os_str().is_empty() {
+        path.push(".");
+    }
+    path
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
+    let err = |source| SandboxError::Ownership {
+        path: path.to_owned(),
+        source,
+    };
+    lchown(path, Some(uid), Some(gid)).map_err(err)?;
+    let meta = fs::symlink_metadata(path).map_err(err)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(path).map_err(err)? {
+        chown_tree(&entry.map_err(err)?.path(), uid, gid)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_path_climbs_to_the_shared_ancestor() {
+        let rel = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b));
+        assert_eq!(rel("/p/a/b", "/p/c/d.txt"), Path::new("../../c/d.txt"));
+        assert_eq!(rel("/p", "/p/x"), Path::new("x"));
+        assert_eq!(rel("/p/a", "/p"), Path::new(".."));
+        assert_eq!(rel("/p", "/p"), Path::new("."));
+    }
+}
