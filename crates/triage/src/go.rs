@@ -1,0 +1,123 @@
+//! Go panics and fatal errors: the `panic:` line, the signal, and the
+//! function/location line pairs of the first (panicking) goroutine.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::block::{Block, ErrorLine, Link, Parsed, frame, number};
+use crate::normalize::re;
+
+static PANIC: LazyLock<Regex> = LazyLock::new(|| re(r"(?:^|\s)(panic|fatal error): (.*)$"));
+static SIGNAL: LazyLock<Regex> = LazyLock::new(|| re(r"\[signal (\w+)"));
+static GOROUTINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*goroutine \d+ \[[^\]]*\]:"));
+static LOCATION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*(\S.*?\.(?:go|s|c)):(\d+)(?:\s+\+0x[0-9a-fA-F]+)?\s*$"));
+static CREATED_BY: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*created by (\S+?)(?: in goroutine \d+)?\s*$"));
+
+/// Counts the lines that only a Go panic prints.
+pub(crate) fn score(lines: &[String]) -> usize {
+    let locations = lines.iter().filter(|line| LOCATION.is_match(line)).count();
+    let goroutines = lines.iter().filter(|line| GOROUTINE.is_match(line)).count();
+    let panics = lines.iter().filter(|line| PANIC.is_match(line)).count();
+    locations * 2 + (goroutines + panics) * 3
+}
+
+/// Parses the panic and the panicking goroutine's frames.
+pub(crate) fn parse(lines: &[String]) -> Parsed {
+    let mut parsed = Parsed::default();
+    let error = lines.iter().find_map(|line| panic_line(line)).unwrap_or_default();
+    parsed.signal = lines
+        .iter()
+        .find_map(|line| SIGNAL.captures(line)?.get(1).map(|m| m.as_str().to_owned()));
+
+    let mut block = Block::new(error, Link::Independent);
+    let mut seen_goroutine = false;
+    let mut previous: Option<&str> = None;
+    for line in lines {
+        if GOROUTINE.is_match(line) {
+            // Only the first goroutine panicked; the rest is a dump of others.
+            if seen_goroutine && !block.frames.is_empty() {
+                break;
+            }
+            seen_goroutine = true;
+            previous = None;
+            continue;
+        }
+        if let Some(caps) = LOCATION.captures(line) {
+            let file = caps.get(1).map_or("", |m| m.as_str());
+            let line_no = caps.get(2).and_then(|m| number(m.as_str()));
+            let function = previous.and_then(function_name);
+            block.push_frame(frame(file, line_no, None, function.as_deref()));
+            previous = None;
+            continue;
+        }
+        if !line.trim().is_empty() {
+            previous = Some(line);
+        }
+    }
+    parsed.push_block(block);
+    parsed
+}
+
+fn panic_line(line: &str) -> Option<ErrorLine> {
+    let caps = PANIC.captures(line)?;
+    let message = caps.get(2)?.as_str().trim();
+    let message = message.strip_suffix(" [recovered]").unwrap_or(message);
+    Some(ErrorLine {
+        error_type: caps.get(1)?.as_str().to_owned(),
+        qualified: None,
+        message: message.to_owned(),
+    })
+}
+
+/// `pkg.(*T).Method(0xc000, {0x1, 0x2})` or `created by pkg.F in goroutine 7`
+/// becomes `pkg.(*T).Method` or `pkg.F`.
+fn function_name(line: &str) -> Option<String> {
+    if let Some(caps) = CREATED_BY.captures(line) {
+        return caps.get(1).map(|m| m.as_str().to_owned());
+    }
+    let trimmed = line.trim();
+    if trimmed.contains(' ') && !trimmed.ends_with(')') {
+        return None;
+    }
+    Some(strip_arguments(trimmed).to_owned())
+}
+
+/// Removes the trailing balanced argument list; a receiver like `(*T)` is
+/// never last, so it stays.
+fn strip_arguments(function: &str) -> &str {
+    if !function.ends_with(')') {
+        return function;
+    }
+    let mut depth = 0usize;
+    for (index, c) in function.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return &function[..index];
+                }
+            }
+            _ => {}
+        }
+    }
+    function
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_stripped_but_receivers_kept() {
+        assert_eq!(
+            strip_arguments("a.com/x.(*Service).run(0xc0, {0x1, 0x2})"),
+            "a.com/x.(*Service).run"
+        );
+        assert_eq!(strip_arguments("main.main()"), "main.main");
+        assert_eq!(strip_arguments("a.com/x.(*Manager).Run.func1.4(0xc8)"), "a.com/x.(*Manager).Run.func1.4");
+    }
+}

@@ -1,0 +1,416 @@
+//! Turns a pasted trace into clean lines before any language parser sees it.
+//! It undoes what logs and chat tools do to traces: JSON escaping, ANSI colour
+//! codes, HTML entities, Markdown quotes and fences, CRLF, traces flattened
+//! onto one line, and per-line log prefixes. Work is bounded by `MAX_INPUT_BYTES`.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// The most input the parser reads; longer input keeps its head and its tail,
+/// because Python prints the error last and most other runtimes print it first.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// Lines shorter than this are never treated as a flattened trace.
+const FLATTENED_MIN_LEN: usize = 100;
+
+/// The longest log prefix learned from frame lines.
+const MAX_PREFIX_LEN: usize = 80;
+
+/// Clean lines, ready for the language parsers.
+pub(crate) struct Normalized {
+    /// The lines, without line terminators.
+    pub(crate) lines: Vec<String>,
+    /// Whether the input was cut to `MAX_INPUT_BYTES`.
+    pub(crate) truncated: bool,
+}
+
+static ANSI: LazyLock<Regex> = LazyLock::new(|| re(r"\x1b\[[0-9;?]*[ -/]*[@-~]"));
+static HTML_ENTITY: LazyLock<Regex> =
+    LazyLock::new(|| re(r"&(#[xX][0-9a-fA-F]{1,6}|#[0-9]{1,7}|[a-zA-Z]{2,8});"));
+static QUOTE: LazyLock<Regex> = LazyLock::new(|| re(r"^[ \t]{0,3}(?:> ?)+"));
+static FENCE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*(?:```|~~~)[\w+-]*\s*$"));
+
+/// Where a flattened line is cut: before each match of these patterns.
+static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r#"File "[^"]+", line \d+"#,
+        r"|Traceback \(most recent call last\):",
+        r"|During handling of the above exception, another exception occurred:",
+        r"|The above exception was the direct cause of the following exception:",
+        r"|\bat (?:async )?(?:new )?[^\s()]+(?: \[as [^\]]+\])? \((?:[^()]*:\d+(?::\d+)?|<anonymous>|native|index \d+)\)",
+        r"|\bat (?:async )?[^\s()]+:\d+:\d+",
+        r"|\bat [\w$.<>/]+\([^()]*\)",
+        r"|\bfrom \S+:\d+:in ",
+        r"|Caused by: ",
+        r"|\.\.\. \d+ more",
+        r"|goroutine \d+ \[[^\]]*\]:",
+        r"|\[signal ",
+        r"|created by ",
+        r"|/\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
+        r"|stack backtrace:",
+        r"|\bat \S+\.rs:\d+",
+    ))
+});
+
+/// Where a flattened line is cut: after each match of these patterns.
+static CUT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"Traceback \(most recent call last\):",
+        r"|During handling of the above exception, another exception occurred:",
+        r"|The above exception was the direct cause of the following exception:",
+        r"|goroutine \d+ \[[^\]]*\]:",
+        r"|\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
+        r"|stack backtrace:",
+    ))
+});
+
+/// A numbered Rust backtrace entry inside a flattened line.
+static CUT_RUST_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"\s\d{1,4}: +\S"));
+
+/// The end of a Python frame and the exception that follows its source line.
+static PY_FRAME_TAIL: LazyLock<Regex> =
+    LazyLock::new(|| re(r#"^File "[^"]+", line \d+(?:, in \S+)?"#));
+static PY_EXCEPTION_IN_TAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"(?:^|\s)((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*",
+        r"(?:Error|Exception|Interrupt|Exit|Iteration|Warning|DoesNotExist|Timeout))(?::\s|$)",
+    ))
+});
+
+/// Frame markers used to learn a log prefix: what precedes them on a line.
+static FRAME_MARKER: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r#"File "[^"]+", line \d+"#,
+        r"|\bat (?:async )?(?:new )?[^\s()]+ \([^()]*:\d+(?::\d+)?\)",
+        r"|\bat (?:async )?[^\s()]+:\d+:\d+",
+        r"|\bat [\w$.<>/]+\([^()]*\)",
+        r"|\bfrom \S+:\d+:in ",
+        r"|/\S+\.go:\d+ \+0x",
+    ))
+});
+
+static DIGITS: LazyLock<Regex> = LazyLock::new(|| re(r"\d+"));
+
+/// Compiles a pattern written in this crate.
+///
+/// # Panics
+///
+/// Panics when the pattern is invalid; every pattern is a literal in this
+/// crate and is compiled by the test suite.
+#[allow(clippy::expect_used)] // reason: literal patterns, exercised by every test
+pub(crate) fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("literal regex is valid")
+}
+
+/// Cleans `text` into lines.
+pub(crate) fn normalize(text: &str) -> Normalized {
+    let (text, truncated) = cap(text);
+    let text = unescape_json(&text);
+    let text = ANSI.replace_all(&text, "").into_owned();
+    let text = decode_html_entities(&text);
+
+    let mut lines = Vec::new();
+    for raw in text.split('\n') {
+        let line = raw.trim_end_matches('\r');
+        for piece in line.split('\r') {
+            push_clean_line(&mut lines, piece);
+        }
+    }
+    strip_learned_prefix(&mut lines);
+    Normalized { lines, truncated }
+}
+
+/// Keeps the head and the tail of an oversized input.
+fn cap(text: &str) -> (String, bool) {
+    if text.len() <= MAX_INPUT_BYTES {
+        return (text.to_owned(), false);
+    }
+    let half = MAX_INPUT_BYTES / 2;
+    let mut head_end = half;
+    while !text.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = text.len() - half;
+    while !text.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    let joined = format!("{}\n{}", &text[..head_end], &text[tail_start..]);
+    (joined, true)
+}
+
+/// Undoes JSON string escaping when the text is a JSON string, or when it
+/// holds more escaped newlines than real ones (a trace inside a JSON log line).
+fn unescape_json(text: &str) -> String {
+    let trimmed = text.trim();
+    if trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"') {
+        if let Ok(decoded) = serde_json::from_str::<String>(trimmed) {
+            return unescape_json(&decoded);
+        }
+    }
+
+    let mut current = text.to_owned();
+    // Twice at most: a trace logged as JSON inside another JSON log line.
+    for _ in 0..2 {
+        let escaped = current.matches("\\n").count();
+        let real = current.matches('\n').count();
+        if escaped < 2 || escaped <= real {
+            break;
+        }
+        current = unescape_sequences(&current);
+    }
+    current
+}
+
+/// Replaces JSON escape sequences in one pass, so `\\n` stays a backslash
+/// followed by `n` (a Windows path) while `\n` becomes a newline.
+fn unescape_sequences(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some('/') => out.push('/'),
+            Some('u') => {
+                let hex: String = chars.clone().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(decoded) if hex.len() == 4 => {
+                        out.push(decoded);
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push_str("\\u"),
+                }
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Decodes the HTML entities that error trackers put in rendered traces.
+fn decode_html_entities(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_owned();
+    }
+    HTML_ENTITY
+        .replace_all(text, |caps: &regex::Captures<'_>| {
+            decode_entity(&caps[1]).map_or_else(|| caps[0].to_owned(), String::from)
+        })
+        .into_owned()
+}
+
+fn decode_entity(name: &str) -> Option<char> {
+    if let Some(hex) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+        return u32::from_str_radix(hex, 16).ok().and_then(char::from_u32);
+    }
+    if let Some(decimal) = name.strip_prefix('#') {
+        return decimal.parse().ok().and_then(char::from_u32);
+    }
+    let decoded = match name {
+        "lt" => '<',
+        "gt" => '>',
+        "amp" => '&',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        _ => return None,
+    };
+    Some(decoded)
+}
+
+/// Strips Markdown quoting and fences from one line, splits it when it is a
+/// flattened trace, and appends the result.
+fn push_clean_line(lines: &mut Vec<String>, raw: &str) {
+    let line = QUOTE.replace(raw, "");
+    let line = line.trim_end();
+    if FENCE.is_match(line) {
+        lines.push(String::new());
+        return;
+    }
+    if line.len() < FLATTENED_MIN_LEN || !looks_flattened(line) {
+        lines.push(line.to_owned());
+        return;
+    }
+    lines.extend(split_flattened(line));
+}
+
+/// A line is flattened when it holds two or more frame markers.
+fn looks_flattened(line: &str) -> bool {
+    CUT_BEFORE.find_iter(line).take(3).count() >= 2
+}
+
+/// Cuts a flattened trace back into lines, re-indenting frame lines so the
+/// parsers can tell them from error lines.
+fn split_flattened(line: &str) -> Vec<String> {
+    let mut cuts: Vec<usize> = CUT_BEFORE.find_iter(line).map(|m| m.start()).collect();
+    cuts.extend(CUT_AFTER.find_iter(line).map(|m| m.end()));
+    if line.contains("stack backtrace:") {
+        cuts.extend(CUT_RUST_ENTRY.find_iter(line).map(|m| m.start()));
+    }
+    cuts.push(0);
+    cuts.push(line.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+
+    let mut pieces = Vec::new();
+    for pair in cuts.windows(2) {
+        let piece = line[pair[0]..pair[1]].trim();
+        if piece.is_empty() {
+            continue;
+        }
+        pieces.extend(split_python_frame_tail(piece));
+    }
+    pieces.into_iter().map(|piece| reindent(&piece)).collect()
+}
+
+/// Splits a flattened Python frame from the exception line that followed it.
+fn split_python_frame_tail(piece: &str) -> Vec<String> {
+    let Some(frame) = PY_FRAME_TAIL.find(piece) else {
+        return vec![piece.to_owned()];
+    };
+    let tail = &piece[frame.end()..];
+    let Some(caps) = PY_EXCEPTION_IN_TAIL.captures(tail) else {
+        return vec![piece.to_owned()];
+    };
+    let Some(exception) = caps.get(1) else {
+        return vec![piece.to_owned()];
+    };
+    let at = frame.end() + exception.start();
+    vec![piece[..at].trim().to_owned(), piece[at..].trim().to_owned()]
+}
+
+/// Gives a piece of a flattened line the indentation its kind of line has.
+fn reindent(piece: &str) -> String {
+    let indent = if piece.starts_with("File \"") {
+        "  "
+    } else if piece.starts_with("at ") {
+        "    "
+    } else if piece.starts_with("from ") || piece.ends_with("+0x0") || is_go_location(piece) {
+        "\t"
+    } else if piece.split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok()) {
+        "   "
+    } else {
+        ""
+    };
+    format!("{indent}{piece}")
+}
+
+fn is_go_location(piece: &str) -> bool {
+    piece.starts_with('/') && piece.contains(".go:")
+}
+
+/// Learns a log prefix from the frame lines (`worker_1 | `, a timestamp and a
+/// process name, ...) and strips it from every line that carries it. The
+/// prefix's digits may vary from line to line (timestamps); its shape may not.
+fn strip_learned_prefix(lines: &mut [String]) {
+    let Some(prefix) = learn_prefix(lines) else {
+        return;
+    };
+    for line in lines.iter_mut() {
+        if let Some(found) = prefix.find(line) {
+            *line = line[found.end()..].to_owned();
+        }
+    }
+}
+
+/// The most common shape of text before a frame marker, as an anchored regex.
+fn learn_prefix(lines: &[String]) -> Option<Regex> {
+    let mut shapes: HashMap<String, usize> = HashMap::new();
+    let mut marker_lines = 0usize;
+    for line in lines {
+        let Some(marker) = FRAME_MARKER.find(line) else {
+            continue;
+        };
+        marker_lines += 1;
+        let before = line[..marker.start()].trim_end();
+        if before.is_empty() || before.len() > MAX_PREFIX_LEN {
+            continue;
+        }
+        *shapes.entry(DIGITS.replace_all(before, "0").into_owned()).or_default() += 1;
+    }
+
+    let (shape, count) = shapes.into_iter().max_by_key(|(shape, count)| (*count, shape.len()))?;
+    if count < 2 || count * 2 < marker_lines {
+        return None;
+    }
+    let pattern = shape.split('0').map(regex::escape).collect::<Vec<_>>().join(r"\d+");
+    Regex::new(&format!("^{pattern}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        normalize(text).lines
+    }
+
+    #[test]
+    fn json_escaped_trace_is_unescaped_keeping_windows_backslashes() {
+        let text = r#"Traceback (most recent call last):\n  File \"C:\\new\\app.py\", line 3, in main\nKeyError: 'x'"#;
+        assert_eq!(
+            lines(text),
+            vec![
+                "Traceback (most recent call last):",
+                r#"  File "C:\new\app.py", line 3, in main"#,
+                "KeyError: 'x'",
+            ]
+        );
+    }
+
+    #[test]
+    fn html_entities_are_decoded() {
+        assert_eq!(lines("undefined method &#x60;x&#x27; &lt;main&gt;"), vec![
+            "undefined method `x' <main>"
+        ]);
+    }
+
+    #[test]
+    fn varying_timestamp_prefix_is_learned_and_stripped() {
+        let text = "2024-01-01 10:00:01.123 app | Error: boom\n\
+                    2024-01-01 10:00:01.124 app |     at run (/app/a.js:1:2)\n\
+                    2024-01-01 10:00:01.125 app |     at main (/app/b.js:3:4)";
+        assert_eq!(lines(text), vec![
+            " Error: boom",
+            "     at run (/app/a.js:1:2)",
+            "     at main (/app/b.js:3:4)"
+        ]);
+    }
+
+    #[test]
+    fn flattened_python_trace_is_split_into_lines() {
+        let text = "Traceback (most recent call last): File \"/app/jobs.py\", line 9, in run \
+                    handle(payload) File \"/app/jobs.py\", line 4, in handle return payload['id'] \
+                    KeyError: 'id'";
+        assert_eq!(lines(text), vec![
+            "Traceback (most recent call last):",
+            "  File \"/app/jobs.py\", line 9, in run handle(payload)",
+            "  File \"/app/jobs.py\", line 4, in handle return payload['id']",
+            "KeyError: 'id'",
+        ]);
+    }
+
+    #[test]
+    fn oversized_input_keeps_head_and_tail() {
+        let text = format!("head\n{}\ntail", "x".repeat(MAX_INPUT_BYTES * 2));
+        let normalized = normalize(&text);
+        assert!(normalized.truncated);
+        assert_eq!(normalized.lines.first().map(String::as_str), Some("head"));
+        assert_eq!(normalized.lines.last().map(String::as_str), Some("tail"));
+    }
+}

@@ -1,0 +1,89 @@
+//! The error line when no runtime printed one: error-tracker reports rendered
+//! as Markdown (`**Error type:** `X``, `**X** in **context**`), and a
+//! best-effort line for input nothing else recognises.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::block::{ErrorLine, find_error_token};
+use crate::normalize::re;
+
+static TYPE_FIELD: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)^\s*\*\*(?:error|exception)(?: type| class)?\s*:?\s*\*\*\s*:?\s*(.+)$")
+});
+static MESSAGE_FIELD: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)^\s*\*\*(?:error |exception )?message\s*:?\s*\*\*\s*:?\s*(.+)$")
+});
+/// Bugsnag's title: `**NoMethodError** in **worker#queue**`.
+static BOLD_TITLE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*\*\*([A-Z][\w:.]*)\*\*(?:\s+in\s+.*)?\s*$"));
+
+/// The longest best-effort message kept.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// The error named by Markdown report fields, when there are any.
+pub(crate) fn markdown_error(lines: &[String]) -> Option<ErrorLine> {
+    if let Some(error_type) = lines.iter().find_map(|line| field(&TYPE_FIELD, line)) {
+        let message = lines.iter().find_map(|line| field(&MESSAGE_FIELD, line));
+        return Some(ErrorLine { error_type, qualified: None, message: message.unwrap_or_default() });
+    }
+    let (index, error_type) = lines.iter().enumerate().find_map(|(index, line)| {
+        let caps = BOLD_TITLE.captures(line)?;
+        Some((index, caps.get(1)?.as_str().to_owned()))
+    })?;
+    let message = lines[index + 1..]
+        .iter()
+        .map(|line| line.trim())
+        .find(|line| !line.is_empty())
+        .filter(|line| !line.starts_with(['#', '[', '`', '*', '|']))
+        .unwrap_or_default();
+    Some(ErrorLine { error_type, qualified: None, message: message.to_owned() })
+}
+
+fn field(pattern: &Regex, line: &str) -> Option<String> {
+    let value = pattern.captures(line)?.get(1)?.as_str();
+    Some(strip_inline_code(value).to_owned())
+}
+
+/// `` `` a `b` c `` `` and `` `x` `` lose their backticks.
+fn strip_inline_code(value: &str) -> &str {
+    let value = value.trim();
+    let ticks = value.len() - value.trim_start_matches('`').len();
+    if ticks == 0 || !value.ends_with(&"`".repeat(ticks)) || value.len() < ticks * 2 {
+        return value;
+    }
+    value[ticks..value.len() - ticks].trim()
+}
+
+/// The line most likely to name the error in unrecognised input: one that
+/// names an error type, else one that mentions an error, else the first.
+pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
+    if let Some(error) = markdown_error(lines) {
+        return error;
+    }
+    if let Some(error) = lines.iter().find_map(|line| find_error_token(line)) {
+        return error;
+    }
+    let mentions = |line: &&String| {
+        let lower = line.to_lowercase();
+        ["error", "exception", "panic", "fatal", "fail"].iter().any(|w| lower.contains(w))
+    };
+    let line = lines
+        .iter()
+        .find(mentions)
+        .or_else(|| lines.iter().find(|line| !line.trim().is_empty()));
+    let message: String = line.map_or("", |l| l.trim()).chars().take(MAX_MESSAGE_CHARS).collect();
+    ErrorLine { error_type: String::new(), qualified: None, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_code_with_backticks_inside_is_unwrapped() {
+        assert_eq!(strip_inline_code("`` undefined method `pos' ``"), "undefined method `pos'");
+        assert_eq!(strip_inline_code("`NoMethodError`"), "NoMethodError");
+    }
+}

@@ -1,0 +1,85 @@
+//! Ruby backtraces: `file:line:in 'method'` (every quoting style since 1.9,
+//! and the unquoted form error trackers print), `from` lines, the
+//! `msg (Class)` first line, and Bugsnag's `file:line - method`.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::block::{Block, ErrorLine, Link, Parsed, find_error_token, frame, number};
+use crate::model::Frame;
+use crate::normalize::re;
+
+static FRAME: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*(?:from\s+)?(\S(?:.*?\S)?):(\d+):in\s+(.+?)\s*$"));
+/// The first line of an uncaught error: `file:line:in 'm': message (Class)`.
+static FIRST_LINE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[`']([^`']*)': (.*) \(([A-Z][\w:]*)\)$"));
+/// Bugsnag and some APMs: `app/x.rb:7 - perform`.
+static DASH_FRAME: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*(\S+\.(?:rb|rake|erb|haml|slim|ru)):(\d+) - (.+?)\s*$"));
+
+/// How far above the first frame the error line may sit.
+const HEADER_LOOKBACK: usize = 5;
+
+/// Counts the lines that only a Ruby backtrace prints.
+pub(crate) fn score(lines: &[String]) -> usize {
+    lines.iter().filter(|line| parse_frame(line).is_some()).count() * 2
+}
+
+/// One frame and, on an uncaught error's first line, the error itself.
+fn parse_frame_and_error(line: &str) -> Option<(Frame, Option<ErrorLine>)> {
+    if let Some(caps) = DASH_FRAME.captures(line) {
+        let file = caps.get(1)?.as_str();
+        let line_no = caps.get(2).and_then(|m| number(m.as_str()));
+        return Some((frame(file, line_no, None, caps.get(3).map(|m| m.as_str())), None));
+    }
+    let caps = FRAME.captures(line)?;
+    let file = caps.get(1)?.as_str();
+    if file.contains(": ") {
+        return None;
+    }
+    let line_no = caps.get(2).and_then(|m| number(m.as_str()));
+    let rest = caps.get(3)?.as_str();
+
+    if let Some(first) = FIRST_LINE.captures(rest) {
+        let function = first.get(1).map(|m| m.as_str());
+        let error = ErrorLine {
+            error_type: first.get(3)?.as_str().to_owned(),
+            qualified: None,
+            message: first.get(2)?.as_str().trim().to_owned(),
+        };
+        return Some((frame(file, line_no, None, function), Some(error)));
+    }
+    let function = rest.trim_matches(['`', '\'']);
+    Some((frame(file, line_no, None, Some(function)), None))
+}
+
+fn parse_frame(line: &str) -> Option<Frame> {
+    parse_frame_and_error(line).map(|(frame, _)| frame)
+}
+
+/// Parses the backtrace and the error line found on or above it.
+pub(crate) fn parse(lines: &[String]) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut block: Option<Block> = None;
+    for (index, line) in lines.iter().enumerate() {
+        let Some((frame, error)) = parse_frame_and_error(line) else {
+            continue;
+        };
+        let current = block.get_or_insert_with(|| {
+            let error = error.clone().or_else(|| header_above(lines, index)).unwrap_or_default();
+            Block::new(error, Link::Independent)
+        });
+        current.push_frame(frame);
+    }
+    if let Some(block) = block {
+        parsed.push_block(block);
+    }
+    parsed
+}
+
+fn header_above(lines: &[String], first_frame: usize) -> Option<ErrorLine> {
+    let from = first_frame.saturating_sub(HEADER_LOOKBACK);
+    lines[from..first_frame].iter().rev().find_map(|line| find_error_token(line))
+}
