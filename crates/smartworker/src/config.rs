@@ -1,0 +1,755 @@
+//! SmartWorker's configuration: built-in defaults, then `smartworker.toml`, then a `.env` file,
+//! then the process environment, each later layer overriding the earlier ones key by key.
+//!
+//! Every wrong value is an error that names the key, the file and the line (or "environment");
+//! unknown toml keys are errors too, so a typo never silently falls back to a default. Secrets
+//! (the SMTP password, the database password, the model API key) never show in `Debug` output.
+//!
+//! Rules worth knowing:
+//! - The environment names are the Bun system's (`APP_PORT`, `APP_SMTP_TO_USER`, ...); the toml
+//!   spells the same settings as sections (`[server] port`, `[smtp] to`); see [`SETTINGS`].
+//! - An empty value (`APP_SMTP_HOST=`) counts as not set in that layer.
+//! - The `.env` file is `<cwd>/.env`, or else the one next to the config file.
+//! - A relative path is resolved against the directory of the file that wrote it, or against the
+//!   working directory when it came from the environment.
+//! - Queues (`[queues.<name>]`) and `heal.check_command` can only be set in the toml.
+
+mod dotenv;
+mod file;
+mod value;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use smartworker_core::{Backoff, JobOptions};
+
+use self::file::FileLayer;
+use self::value::{Raw, Scalar, resolve};
+
+pub use self::value::Origin;
+
+/// The config file read when `--config` is not given; a missing one is not an error.
+pub const DEFAULT_CONFIG_FILE: &str = "smartworker.toml";
+
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 9090;
+const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+const DEFAULT_REDIS_PORT: u16 = 6379;
+/// Plain SMTP without TLS, as a local relay or a test server speaks it.
+const DEFAULT_SMTP_PORT: u16 = 25;
+const DEFAULT_SMTP_FROM: &str = "smartworker@localhost";
+const DEFAULT_DB_PORT: u16 = 5432;
+const DEFAULT_LLM_URL: &str = "http://localhost:8100/v1";
+const DEFAULT_LLM_MODEL: &str = "qwen2.5-coder-3b-instruct";
+const DEFAULT_LLM_TIMEOUT_SECS: u64 = 120;
+const DEFAULT_EMBED_URL: &str = "http://localhost:8110/v1";
+const DEFAULT_EMBED_MODEL: &str = "bge-large-en-v1.5";
+const DEFAULT_HEAL_ROUNDS: u32 = 2;
+const STATE_DIR_NAME: &str = ".smartworker";
+
+/// One setting that every layer may set: its toml path and its environment name.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The dotted toml path, such as `server.port`.
+    pub path: &'static str,
+    /// The environment (and `.env`) name, such as `APP_PORT`.
+    pub env: &'static str,
+}
+
+const fn setting(path: &'static str, env: &'static str) -> Setting {
+    Setting { path, env }
+}
+
+/// Every setting that all layers may set. `APP_LLM_TIMEOUT_SECS` and `APP_HEAL_SANDBOX` are new
+/// in SmartWorker; the other names are the Bun system's.
+pub const SETTINGS: &[Setting] = &[
+    setting("root_dir", "APP_ROOT_DIR"),
+    setting("state_dir", "APP_STATE_DIR"),
+    setting("execution_context", "EXECUTION_CONTEXT"),
+    setting("server.host", "APP_HOST"),
+    setting("server.port", "APP_PORT"),
+    setting("server.max_body_bytes", "APP_MAX_BODY_BYTES"),
+    setting("redis.host", "APP_REDIS_HOST"),
+    setting("redis.port", "APP_REDIS_PORT"),
+    setting("smtp.host", "APP_SMTP_HOST"),
+    setting("smtp.port", "APP_SMTP_PORT"),
+    setting("smtp.user", "APP_SMTP_USER"),
+    setting("smtp.pass", "APP_SMTP_PASS"),
+    setting("smtp.to", "APP_SMTP_TO_USER"),
+    setting("smtp.from", "APP_SMTP_FROM"),
+    setting("db.host", "APP_DB_HOST"),
+    setting("db.port", "APP_DB_PORT"),
+    setting("db.user", "APP_DB_USER"),
+    setting("db.password", "APP_DB_PASSWORD"),
+    setting("db.name", "APP_DB_NAME"),
+    setting("llm.url", "APP_LLM_URL"),
+    setting("llm.model", "APP_LLM_MODEL"),
+    setting("llm.api_key", "APP_LLM_API_KEY"),
+    setting("llm.timeout_secs", "APP_LLM_TIMEOUT_SECS"),
+    setting("embed.url", "APP_EMBED_URL"),
+    setting("embed.model", "APP_EMBED_MODEL"),
+    setting("heal.rounds", "APP_HEAL_ROUNDS"),
+    setting("heal.sandbox", "APP_HEAL_SANDBOX"),
+];
+
+/// A value that must not be shown: `Debug` prints `Secret(***)` and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What [`Config::load`] reads.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// `--config`: a file that must exist. `None` reads `./smartworker.toml` if it exists.
+    pub config_path: Option<PathBuf>,
+    /// The working directory, against which relative paths are resolved.
+    pub cwd: PathBuf,
+    /// The process environment; tests pass their own.
+    pub env: Vec<(String, String)>,
+}
+
+impl LoadOptions {
+    /// Options for this process: its working directory and environment. Variables whose name or
+    /// value is not UTF-8 are skipped (no SmartWorker setting can have such a name).
+    ///
+    /// # Errors
+    /// When the working directory cannot be read.
+    pub fn from_process(config_path: Option<PathBuf>) -> io::Result<Self> {
+        let env = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .collect();
+        Ok(LoadOptions {
+            config_path,
+            cwd: std::env::current_dir()?,
+            env,
+        })
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` names a file that does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(String),
+    /// A file exists but could not be read.
+    #[error("cannot read {shown}: {source}")]
+    Read {
+        /// The file, as messages show it.
+        shown: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is not valid TOML or `.env` syntax.
+    #[error("{shown}:{line}: {message}")]
+    Syntax {
+        /// The file, as messages show it.
+        shown: String,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key is unknown, or its value is wrong.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// Where the key was written.
+        origin: Origin,
+        /// The key as that place spells it (`queues.signup.attempts`, `APP_PORT`).
+        key: String,
+        /// What is wrong, naming the value.
+        message: String,
+    },
+}
+
+/// Whether SmartWorker itself runs on the host or inside a sandbox (`EXECUTION_CONTEXT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutionContext {
+    /// On the host (the default).
+    #[default]
+    Host,
+    /// Inside a container or sandbox already.
+    Sandbox,
+}
+
+/// Which sandbox verifies fixes (`heal.sandbox`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SandboxKind {
+    /// Docker when its socket answers, else bubblewrap (the default).
+    #[default]
+    Auto,
+    /// Always bubblewrap.
+    Bubblewrap,
+    /// Always Docker.
+    Docker,
+}
+
+/// The HTTP server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The address to listen on (`APP_HOST`, default 127.0.0.1).
+    pub host: String,
+    /// The port (`APP_PORT`, default 9090).
+    pub port: u16,
+    /// The largest request body accepted (`APP_MAX_BODY_BYTES`, default 1 MiB).
+    pub max_body_bytes: u64,
+}
+
+/// The Redis queue backend; without a host the embedded SQLite backend is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `APP_REDIS_HOST`; none means "use the embedded store".
+    pub host: Option<String>,
+    /// `APP_REDIS_PORT`, default 6379.
+    pub port: u16,
+}
+
+/// E-mail; without a host, messages are written to the outbox folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `APP_SMTP_HOST`; none means "write to the outbox".
+    pub host: Option<String>,
+    /// `APP_SMTP_PORT`, default 25 (plain SMTP, as a localhost relay speaks it).
+    pub port: u16,
+    /// `APP_SMTP_USER`; set together with the password or not at all.
+    pub user: Option<String>,
+    /// `APP_SMTP_PASS`.
+    pub pass: Option<Secret>,
+    /// `APP_SMTP_TO_USER`: the reviewer who receives fixes.
+    pub to: Option<String>,
+    /// `APP_SMTP_FROM`, default `smartworker@localhost`.
+    pub from: String,
+}
+
+/// An SMTP server to send through, as [`Config::smtp`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpServer {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User name and password, when the server wants a login.
+    pub credentials: Option<(String, Secret)>,
+}
+
+/// PostgreSQL for memory; without a host the embedded store is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbConfig {
+    /// `APP_DB_HOST`; none means "use the embedded store".
+    pub host: Option<String>,
+    /// `APP_DB_PORT`, default 5432.
+    pub port: u16,
+    /// `APP_DB_USER`.
+    pub user: Option<String>,
+    /// `APP_DB_PASSWORD`; only with a user.
+    pub password: Option<Secret>,
+    /// `APP_DB_NAME`.
+    pub name: Option<String>,
+}
+
+/// The OpenAI-compatible chat model that proposes fixes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlmConfig {
+    /// `APP_LLM_URL`, the API base without a trailing slash (default `http://localhost:8100/v1`).
+    pub url: String,
+    /// `APP_LLM_MODEL`, default `qwen2.5-coder-3b-instruct`.
+    pub model: String,
+    /// `APP_LLM_API_KEY`, sent as a bearer token when set.
+    pub api_key: Option<Secret>,
+    /// `APP_LLM_TIMEOUT_SECS`: how long one completion may take (default 120).
+    pub timeout_secs: u64,
+}
+
+/// The OpenAI-compatible embeddings server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbedConfig {
+    /// `APP_EMBED_URL`, the API base without a trailing slash (default `http://localhost:8110/v1`).
+    pub url: String,
+    /// `APP_EMBED_MODEL`, default `bge-large-en-v1.5`.
+    pub model: String,
+}
+
+/// Healing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealConfig {
+    /// `APP_HEAL_ROUNDS`: how many times the model may retry a fix that failed in the sandbox
+    /// (default 2).
+    pub rounds: u32,
+    /// `heal.sandbox` / `APP_HEAL_SANDBOX`: `auto`, `bubblewrap` or `docker`.
+    pub sandbox: SandboxKind,
+    /// `heal.check_command`: the project's own checks (argv), which must pass in the sandbox too.
+    pub check_command: Option<Vec<String>>,
+}
+
+/// One `[queues.<name>]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The handler's argv, such as `["python3", "handlers/signup.py"]`.
+    pub command: Vec<String>,
+    /// How many jobs of this queue run at once (default 1).
+    pub concurrency: u32,
+    /// Default attempts per job (default 1).
+    pub attempts: u32,
+    /// Default backoff between attempts.
+    pub backoff: Option<Backoff>,
+    /// Default milliseconds one attempt may take.
+    pub timeout_ms: Option<u64>,
+    /// Heal jobs of this queue that fail for good (default false).
+    pub autofix: bool,
+    /// Host environment variables passed on to the handler; all others are withheld.
+    pub env: Vec<String>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            command: Vec::new(),
+            concurrency: 1,
+            attempts: 1,
+            backoff: None,
+            timeout_ms: None,
+            autofix: false,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The options a job added to this queue gets unless its producer says otherwise.
+    pub fn job_options(&self) -> JobOptions {
+        JobOptions {
+            attempts: self.attempts,
+            backoff: self.backoff,
+            timeout: self.timeout_ms,
+            autofix: self.autofix,
+            ..JobOptions::default()
+        }
+    }
+}
+
+/// The whole configuration, every layer applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The project root that handlers run in and fixes edit (`APP_ROOT_DIR`; default the config
+    /// file's directory, or the working directory).
+    pub root_dir: PathBuf,
+    /// Where queues, memory and the outbox live (`APP_STATE_DIR`; default `<root>/.smartworker`).
+    pub state_dir: PathBuf,
+    /// `EXECUTION_CONTEXT`.
+    pub execution_context: ExecutionContext,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[redis]`.
+    pub redis: RedisConfig,
+    /// `[smtp]`.
+    pub smtp: SmtpConfig,
+    /// `[db]`.
+    pub db: DbConfig,
+    /// `[llm]`.
+    pub llm: LlmConfig,
+    /// `[embed]`.
+    pub embed: EmbedConfig,
+    /// `[heal]`.
+    pub heal: HealConfig,
+    /// `[queues.<name>]`, by name.
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// The files read, in the order they were applied.
+    pub sources: Vec<PathBuf>,
+}
+
+/// The merged raw values, keyed by toml path; a later layer replaces an earlier one's value.
+#[derive(Default)]
+struct Layers(BTreeMap<&'static str, Raw>);
+
+impl Layers {
+    /// Sets a value unless it is empty, which counts as not set.
+    fn set(&mut self, path: &'static str, raw: Raw) {
+        let empty = matches!(&raw.value, Scalar::Text(s) | Scalar::Str(s) if s.is_empty());
+        if !empty {
+            self.0.insert(path, raw);
+        }
+    }
+
+    /// Sets the setting whose environment name is `name`, if there is one.
+    fn set_env(&mut self, name: &str, value: &str, origin: Origin) {
+        let Some(setting) = SETTINGS.iter().find(|s| s.env == name) else {
+            return;
+        };
+        let raw = Raw {
+            key: name.to_owned(),
+            value: Scalar::Text(value.to_owned()),
+            origin,
+        };
+        self.set(setting.path, raw);
+    }
+
+    fn get(&self, path: &str) -> Option<&Raw> {
+        self.0.get(path)
+    }
+
+    /// Converts the value at `path`, if set.
+    fn read<T>(
+        &self,
+        path: &str,
+        convert: impl FnOnce(&Raw) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(path).map(convert).transpose()
+    }
+}
+
+/// A file read whole, with its name as messages show it.
+struct SourceFile {
+    path: PathBuf,
+    shown: String,
+    text: String,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, the toml file, the `.env` file, the environment.
+    ///
+    /// # Errors
+    /// A missing `--config` file, an unreadable file, bad syntax, an unknown toml key or a wrong
+    /// value; the message names the key and where it was written.
+    pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
+        let mut layers = Layers::default();
+        let mut sources = Vec::new();
+
+        let config_file = read_config_file(opts)?;
+        let mut file_layer = FileLayer::default();
+        if let Some(config) = &config_file {
+            file_layer = file::parse(&config.text, &config.path, &config.shown)?;
+            for (path, raw) in std::mem::take(&mut file_layer.scalars) {
+                layers.set(path, raw);
+            }
+            sources.push(config.path.clone());
+        }
+
+        let config_dir = config_file.as_ref().and_then(|f| f.path.parent());
+        if let Some(env_file) = read_dotenv(&opts.cwd, config_dir)? {
+            apply_dotenv(&mut layers, &env_file)?;
+            sources.push(env_file.path);
+        }
+
+        for (name, value) in &opts.env {
+            layers.set_env(name, value, Origin::Environment);
+        }
+        build(&layers, file_layer, &opts.cwd, config_dir, sources)
+    }
+
+    /// `redis://host:port` when a Redis host is configured.
+    pub fn redis_url(&self) -> Option<String> {
+        let host = self.redis.host.as_deref()?;
+        Some(format!("redis://{}:{}", url_host(host), self.redis.port))
+    }
+
+    /// `postgres://user:password@host:port/name` when a database host is configured; user,
+    /// password and name are left out when not set and percent-encoded when they are.
+    pub fn database_url(&self) -> Option<Secret> {
+        let db = &self.db;
+        let host = db.host.as_deref()?;
+        let mut url = String::from("postgres://");
+        if let Some(user) = &db.user {
+            url.push_str(&percent_encode(user));
+            if let Some(password) = &db.password {
+                url.push(':');
+                url.push_str(&percent_encode(password.expose()));
+            }
+            url.push('@');
+        }
+        url.push_str(&format!("{}:{}", url_host(host), db.port));
+        if let Some(name) = &db.name {
+            url.push('/');
+            url.push_str(&percent_encode(name));
+        }
+        Some(Secret::new(url))
+    }
+
+    /// The SMTP server, when a host is configured; otherwise e-mails go to the outbox.
+    pub fn smtp(&self) -> Option<SmtpServer> {
+        let host = self.smtp.host.clone()?;
+        let credentials = self.smtp.user.clone().zip(self.smtp.pass.clone());
+        Some(SmtpServer {
+            host,
+            port: self.smtp.port,
+            credentials,
+        })
+    }
+
+    /// Where queues, memory and the outbox live.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// `host:port` for the HTTP server to listen on.
+    pub fn listen_addr(&self) -> String {
+        format!("{}:{}", url_host(&self.server.host), self.server.port)
+    }
+
+    /// Every configured secret, to be masked in stack traces, payloads and logs. A secret that
+    /// changes when percent-encoded is listed in both forms, since URLs carry the encoded one.
+    pub fn secrets(&self) -> Vec<String> {
+        let all = [&self.smtp.pass, &self.db.password, &self.llm.api_key];
+        let mut secrets = Vec::new();
+        for secret in all.into_iter().flatten() {
+            let plain = secret.expose();
+            if plain.is_empty() {
+                continue;
+            }
+            let encoded = percent_encode(plain);
+            if encoded != plain {
+                secrets.push(encoded);
+            }
+            secrets.push(plain.to_owned());
+        }
+        secrets
+    }
+}
+
+/// Reads the toml file: `--config` must exist, the default may be missing.
+fn read_config_file(opts: &LoadOptions) -> Result<Option<SourceFile>, ConfigError> {
+    let (path, shown) = match &opts.config_path {
+        Some(path) => (resolve(&opts.cwd, path), path.display().to_string()),
+        None => (
+            opts.cwd.join(DEFAULT_CONFIG_FILE),
+            DEFAULT_CONFIG_FILE.to_owned(),
+        ),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(SourceFile { path, shown, text })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && opts.config_path.is_none() => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ConfigError::Missing(shown)),
+        Err(source) => Err(ConfigError::Read { shown, source }),
+    }
+}
+
+/// Reads `<cwd>/.env`, or else `.env` next to the config file; neither existing is fine.
+fn read_dotenv(cwd: &Path, config_dir: Option<&Path>) -> Result<Option<SourceFile>, ConfigError> {
+    let candidates = std::iter::once(cwd).chain(config_dir);
+    for dir in candidates {
+        let path = dir.join(".env");
+        let shown = match path.strip_prefix(cwd) {
+            Ok(relative) => relative.display().to_string(),
+            Err(_) => path.display().to_string(),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok(Some(SourceFile { path, shown, text })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ConfigError::Read { shown, source }),
+        }
+    }
+    Ok(None)
+}
+
+/// Applies the known keys of a `.env` file; other keys belong to other programs and are ignored.
+fn apply_dotenv(layers: &mut Layers, file: &SourceFile) -> Result<(), ConfigError> {
+    let entries = dotenv::parse(&file.text).map_err(|e| ConfigError::Syntax {
+        shown: file.shown.clone(),
+        line: e.line,
+        message: e.message,
+    })?;
+    for entry in entries {
+        let origin = Origin::File {
+            path: file.path.clone(),
+            shown: file.shown.clone(),
+            line: entry.line,
+        };
+        layers.set_env(&entry.key, &entry.value, origin);
+    }
+    Ok(())
+}
+
+/// Converts the merged values into a [`Config`].
+fn build(
+    layers: &Layers,
+    file_layer: FileLayer,
+    cwd: &Path,
+    config_dir: Option<&Path>,
+    sources: Vec<PathBuf>,
+) -> Result<Config, ConfigError> {
+    let root_dir = match layers.get("root_dir") {
+        Some(raw) => raw.path(cwd)?,
+        None => config_dir.unwrap_or(cwd).to_owned(),
+    };
+    let state_dir = match layers.get("state_dir") {
+        Some(raw) => raw.path(cwd)?,
+        None => root_dir.join(STATE_DIR_NAME),
+    };
+    let execution_context =
+        match layers.read("execution_context", |r| r.choice(&["host", "sandbox"]))? {
+            Some("sandbox") => ExecutionContext::Sandbox,
+            _ => ExecutionContext::Host,
+        };
+    Ok(Config {
+        root_dir,
+        state_dir,
+        execution_context,
+        server: server(layers)?,
+        redis: redis(layers)?,
+        smtp: smtp(layers)?,
+        db: db(layers)?,
+        llm: llm(layers)?,
+        embed: embed(layers)?,
+        heal: heal(layers, file_layer.check_command)?,
+        queues: file_layer.queues,
+        sources,
+    })
+}
+
+fn server(layers: &Layers) -> Result<ServerConfig, ConfigError> {
+    Ok(ServerConfig {
+        host: layers
+            .read("server.host", Raw::host)?
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+        port: layers
+            .read("server.port", Raw::port)?
+            .unwrap_or(DEFAULT_PORT),
+        max_body_bytes: layers
+            .read("server.max_body_bytes", Raw::positive)?
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+    })
+}
+
+fn redis(layers: &Layers) -> Result<RedisConfig, ConfigError> {
+    Ok(RedisConfig {
+        host: layers.read("redis.host", Raw::host)?,
+        port: layers
+            .read("redis.port", Raw::port)?
+            .unwrap_or(DEFAULT_REDIS_PORT),
+    })
+}
+
+fn smtp(layers: &Layers) -> Result<SmtpConfig, ConfigError> {
+    let user = layers.read("smtp.user", Raw::text)?;
+    let pass = layers.read("smtp.pass", Raw::secret)?;
+
+    // A login needs both halves; one alone is a mistake that would only show when mail fails.
+    match (layers.get("smtp.user"), layers.get("smtp.pass")) {
+        (Some(user), None) => {
+            return Err(user.invalid(missing_partner("smtp.pass", "APP_SMTP_PASS")));
+        }
+        (None, Some(pass)) => {
+            return Err(pass.invalid(missing_partner("smtp.user", "APP_SMTP_USER")));
+        }
+        _ => {}
+    }
+    Ok(SmtpConfig {
+        host: layers.read("smtp.host", Raw::host)?,
+        port: layers
+            .read("smtp.port", Raw::port)?
+            .unwrap_or(DEFAULT_SMTP_PORT),
+        user,
+        pass,
+        to: layers.read("smtp.to", Raw::text)?,
+        from: layers
+            .read("smtp.from", Raw::text)?
+            .unwrap_or_else(|| DEFAULT_SMTP_FROM.to_owned()),
+    })
+}
+
+fn missing_partner(path: &str, env: &str) -> String {
+    format!("set without {path} (or {env})")
+}
+
+fn db(layers: &Layers) -> Result<DbConfig, ConfigError> {
+    let user = layers.read("db.user", Raw::text)?;
+    let password = layers.read("db.password", Raw::secret)?;
+    if let (None, Some(raw)) = (&user, layers.get("db.password")) {
+        return Err(raw.invalid(missing_partner("db.user", "APP_DB_USER")));
+    }
+    Ok(DbConfig {
+        host: layers.read("db.host", Raw::host)?,
+        port: layers
+            .read("db.port", Raw::port)?
+            .unwrap_or(DEFAULT_DB_PORT),
+        user,
+        password,
+        name: layers.read("db.name", Raw::text)?,
+    })
+}
+
+fn llm(layers: &Layers) -> Result<LlmConfig, ConfigError> {
+    Ok(LlmConfig {
+        url: layers
+            .read("llm.url", Raw::http_url)?
+            .unwrap_or_else(|| DEFAULT_LLM_URL.to_owned()),
+        model: layers
+            .read("llm.model", Raw::text)?
+            .unwrap_or_else(|| DEFAULT_LLM_MODEL.to_owned()),
+        api_key: layers.read("llm.api_key", Raw::secret)?,
+        timeout_secs: layers
+            .read("llm.timeout_secs", Raw::positive)?
+            .unwrap_or(DEFAULT_LLM_TIMEOUT_SECS),
+    })
+}
+
+fn embed(layers: &Layers) -> Result<EmbedConfig, ConfigError> {
+    Ok(EmbedConfig {
+        url: layers
+            .read("embed.url", Raw::http_url)?
+            .unwrap_or_else(|| DEFAULT_EMBED_URL.to_owned()),
+        model: layers
+            .read("embed.model", Raw::text)?
+            .unwrap_or_else(|| DEFAULT_EMBED_MODEL.to_owned()),
+    })
+}
+
+fn heal(layers: &Layers, check_command: Option<Vec<String>>) -> Result<HealConfig, ConfigError> {
+    let sandbox = match layers.read("heal.sandbox", |r| {
+        r.choice(&["auto", "bubblewrap", "docker"])
+    })? {
+        Some("bubblewrap") => SandboxKind::Bubblewrap,
+        Some("docker") => SandboxKind::Docker,
+        _ => SandboxKind::Auto,
+    };
+    Ok(HealConfig {
+        rounds: layers
+            .read("heal.rounds", Raw::positive_u32)?
+            .unwrap_or(DEFAULT_HEAL_ROUNDS),
+        sandbox,
+        check_command,
+    })
+}
+
+/// A host as it goes into a URL: IPv6 addresses get brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        return format!("[{host}]");
+    }
+    host.to_owned()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,559 @@
+//! Tests of loading: layering, every error form, `.env` syntax, and secrets kept out of `Debug`.
+
+use std::path::Path;
+
+use expect_test::{Expect, expect};
+use tempfile::TempDir;
+
+use super::*;
+
+/// A project directory to load configuration from.
+struct Project {
+    dir: TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file relative to the project directory.
+    fn file(&self, name: &str, text: &str) -> &Project {
+        let path = self.root().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    fn load_with(&self, config: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let opts = LoadOptions {
+            config_path: config.map(PathBuf::from),
+            cwd: self.root().to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        Config::load(&opts)
+    }
+
+    fn load(&self, env: &[(&str, &str)]) -> Config {
+        self.load_with(None, env).unwrap()
+    }
+
+    /// Debug output with the temporary directory replaced by `<root>`.
+    fn debug(&self, value: &impl fmt::Debug) -> String {
+        format!("{value:#?}\n").replace(&self.root().display().to_string(), "<root>")
+    }
+}
+
+fn check_error(project: &Project, config: Option<&str>, env: &[(&str, &str)], expect: Expect) {
+    let error = project.load_with(config, env).unwrap_err();
+    expect.assert_eq(&error.to_string());
+}
+
+#[test]
+fn defaults_apply_when_no_file_or_variable_is_set() {
+    let project = Project::new();
+    let config = project.load(&[("HOME", "/root"), ("PATH", "/usr/bin")]);
+    expect![[r#"
+        Config {
+            root_dir: "<root>",
+            state_dir: "<root>/.smartworker",
+            execution_context: Host,
+            server: ServerConfig {
+                host: "127.0.0.1",
+                port: 9090,
+                max_body_bytes: 1048576,
+            },
+            redis: RedisConfig {
+                host: None,
+                port: 6379,
+            },
+            smtp: SmtpConfig {
+                host: None,
+                port: 25,
+                user: None,
+                pass: None,
+                to: None,
+                from: "smartworker@localhost",
+            },
+            db: DbConfig {
+                host: None,
+                port: 5432,
+                user: None,
+                password: None,
+                name: None,
+            },
+            llm: LlmConfig {
+                url: "http://localhost:8100/v1",
+                model: "qwen2.5-coder-3b-instruct",
+                api_key: None,
+                timeout_secs: 120,
+            },
+            embed: EmbedConfig {
+                url: "http://localhost:8110/v1",
+                model: "bge-large-en-v1.5",
+            },
+            heal: HealConfig {
+                rounds: 2,
+                sandbox: Auto,
+                check_command: None,
+            },
+            queues: {},
+            sources: [],
+        }
+    "#]]
+    .assert_eq(&project.debug(&config));
+    assert_eq!(config.redis_url(), None);
+    assert_eq!(config.database_url(), None);
+    assert_eq!(config.smtp(), None);
+}
+
+#[test]
+fn each_layer_overrides_the_one_before() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[server]\nport = 9100\nhost = \"0.0.0.0\"\n[llm]\nmodel = \"toml-model\"\n",
+    );
+    let config = project.load(&[]);
+    assert_eq!(
+        (config.server.port, config.server.host.as_str()),
+        (9100, "0.0.0.0")
+    );
+    assert_eq!(config.llm.model, "toml-model");
+
+    project.file(".env", "APP_PORT=9200\n");
+    let config = project.load(&[]);
+    assert_eq!(
+        (config.server.port, config.server.host.as_str()),
+        (9200, "0.0.0.0")
+    );
+
+    let config = project.load(&[("APP_PORT", "9300"), ("APP_HOST", "::1")]);
+    assert_eq!(
+        (config.server.port, config.server.host.as_str()),
+        (9300, "::1")
+    );
+    assert_eq!(config.listen_addr(), "[::1]:9300");
+    assert_eq!(config.llm.model, "toml-model");
+    assert_eq!(config.heal.rounds, 2);
+    expect![[r#"
+        [
+            "<root>/smartworker.toml",
+            "<root>/.env",
+        ]
+    "#]]
+    .assert_eq(&project.debug(&config.sources));
+}
+
+#[test]
+fn an_empty_value_counts_as_not_set() {
+    let project = Project::new();
+    project.file("smartworker.toml", "[smtp]\nhost = \"mail.test\"\n");
+    project.file(".env", "APP_SMTP_HOST=\n");
+    let config = project.load(&[("APP_PORT", "")]);
+    assert_eq!(config.smtp.host.as_deref(), Some("mail.test"));
+    assert_eq!(config.server.port, 9090);
+}
+
+#[test]
+fn a_wrong_toml_value_names_file_line_and_key() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[server]\nport = 9100\n\n[queues.signup]\ncommand = [\"python3\", \"handlers/signup.py\"]\nattempts = \"three\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:6: queues.signup.attempts: expected a positive integer, found "three""#
+        ]],
+    );
+}
+
+#[test]
+fn a_wrong_dotenv_value_names_file_line_and_variable() {
+    let project = Project::new();
+    project.file(".env", "# ports\nAPP_HOST=127.0.0.1\nAPP_PORT=90x0\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[r#".env:3: APP_PORT: "90x0" is not a port number"#]],
+    );
+}
+
+#[test]
+fn a_wrong_environment_value_names_the_variable() {
+    let project = Project::new();
+    let env = [("EXECUTION_CONTEXT", "cloud")];
+    check_error(
+        &project,
+        None,
+        &env,
+        expect![[r#"environment: EXECUTION_CONTEXT: "cloud" is not one of host, sandbox"#]],
+    );
+}
+
+#[test]
+fn an_out_of_range_port_is_refused() {
+    let project = Project::new();
+    project.file("smartworker.toml", "[redis]\nport = 70000\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect!["smartworker.toml:2: redis.port: 70000 is not a port number"],
+    );
+}
+
+#[test]
+fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
+    let project = Project::new();
+    project.file("smartworker.toml", "[server]\nprot = 9100\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            "smartworker.toml:2: server.prot: unknown key; expected one of host, port, max_body_bytes"
+        ]],
+    );
+
+    project.file(
+        "smartworker.toml",
+        "[queues.signup]\ncommand = [\"x\"]\natempts = 3\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, autofix, env"
+        ]],
+    );
+
+    project.file("smartworker.toml", "rootdir = \".\"\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, heal, queues"
+        ]],
+    );
+}
+
+#[test]
+fn invalid_toml_is_refused_with_its_line() {
+    let project = Project::new();
+    project.file("smartworker.toml", "[server]\nport = 1\n[server\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect!["smartworker.toml:3: unclosed table, expected `]`"],
+    );
+
+    project.file("smartworker.toml", "[server]\nport = 1\nport = 2\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[r#"smartworker.toml:3: duplicate key "port""#]],
+    );
+}
+
+#[test]
+fn invalid_dotenv_syntax_is_refused_with_its_line() {
+    let project = Project::new();
+    project.file(".env", "APP_PORT=1\nAPP_HOST\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[r#".env:2: expected KEY=VALUE, found "APP_HOST""#]],
+    );
+}
+
+#[test]
+fn a_missing_explicit_config_file_is_an_error_but_a_missing_default_is_not() {
+    let project = Project::new();
+    assert!(project.load_with(None, &[]).is_ok());
+    check_error(
+        &project,
+        Some("conf/sw.toml"),
+        &[],
+        expect!["config file conf/sw.toml does not exist"],
+    );
+}
+
+#[test]
+fn queues_are_read_with_their_defaults() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        r#"
+[queues.signup]
+command = ["python3", "handlers/signup.py"]
+concurrency = 4
+attempts = 3
+backoff = { type = "exponential", delay = 1000 }
+timeout_ms = 30000
+autofix = true
+env = ["DATABASE_URL", "STRIPE_KEY"]
+
+[queues."emails.send"]
+command = ["node", "handlers/email.js"]
+"#,
+    );
+    let config = project.load(&[]);
+    expect![[r#"
+        {
+            "emails.send": QueueConfig {
+                command: [
+                    "node",
+                    "handlers/email.js",
+                ],
+                concurrency: 1,
+                attempts: 1,
+                backoff: None,
+                timeout_ms: None,
+                autofix: false,
+                env: [],
+            },
+            "signup": QueueConfig {
+                command: [
+                    "python3",
+                    "handlers/signup.py",
+                ],
+                concurrency: 4,
+                attempts: 3,
+                backoff: Some(
+                    Exponential {
+                        delay: 1000,
+                    },
+                ),
+                timeout_ms: Some(
+                    30000,
+                ),
+                autofix: true,
+                env: [
+                    "DATABASE_URL",
+                    "STRIPE_KEY",
+                ],
+            },
+        }
+    "#]]
+    .assert_eq(&project.debug(&config.queues));
+    let options = config.queues["signup"].job_options();
+    assert_eq!(
+        (options.attempts, options.timeout, options.autofix),
+        (3, Some(30000), true)
+    );
+}
+
+#[test]
+fn queue_mistakes_are_refused() {
+    let project = Project::new();
+    let cases = [
+        (
+            "[queues.signup]\nattempts = 2\n",
+            expect![[
+                r#"smartworker.toml:1: queues.signup: missing required key "command" (the handler's argv)"#
+            ]],
+        ),
+        (
+            "[queues.\"sign up\"]\ncommand = [\"x\"]\n",
+            expect![[
+                r#"smartworker.toml:1: queues.sign up: queue name "sign up" is invalid: use at most 128 letters, digits, '-', '_' or '.'"#
+            ]],
+        ),
+        (
+            "[queues.a]\ncommand = []\n",
+            expect![[
+                "smartworker.toml:2: queues.a.command: the command is empty; give at least the program to run"
+            ]],
+        ),
+        (
+            "[queues.a]\ncommand = \"python3 x.py\"\n",
+            expect![[
+                r#"smartworker.toml:2: queues.a.command: expected an array of strings such as ["python3", "job.py"], found "python3 x.py""#
+            ]],
+        ),
+        (
+            "[queues.a]\ncommand = [\"x\"]\nbackoff = { type = \"linear\", delay = 5 }\n",
+            expect![[
+                r#"smartworker.toml:3: queues.a.backoff.type: "linear" is not one of exponential, fixed"#
+            ]],
+        ),
+        (
+            "[queues.a]\ncommand = [\"x\"]\nenv = [\"A B\"]\n",
+            expect![[r#"smartworker.toml:3: queues.a.env: "A B" is not a variable name"#]],
+        ),
+        (
+            "[queues.a]\ncommand = [\"x\"]\nconcurrency = 0\n",
+            expect![["smartworker.toml:3: queues.a.concurrency: 0 is not a positive integer"]],
+        ),
+    ];
+    for (toml, expect) in cases {
+        project.file("smartworker.toml", toml);
+        check_error(&project, None, &[], expect);
+    }
+}
+
+#[test]
+fn dotenv_quotes_comments_and_export_are_understood() {
+    let project = Project::new();
+    project.file(
+        ".env",
+        "# mail\nexport APP_SMTP_HOST=mail.test # the relay\nAPP_SMTP_USER='bot'\n\
+         APP_SMTP_PASS=\"p#ss \\\"w\\\"\"\nAPP_SMTP_TO_USER=reviewer@example.test\nOTHER=ignored\n",
+    );
+    let config = project.load(&[]);
+    assert_eq!(config.smtp.host.as_deref(), Some("mail.test"));
+    assert_eq!(config.smtp.to.as_deref(), Some("reviewer@example.test"));
+    let server = config.smtp().unwrap();
+    let (user, pass) = server.credentials.unwrap();
+    assert_eq!((user.as_str(), pass.expose()), ("bot", "p#ss \"w\""));
+}
+
+#[test]
+fn the_dotenv_next_to_the_config_file_is_read_when_the_working_directory_has_none() {
+    let project = Project::new();
+    project.file(
+        "app/smartworker.toml",
+        "root_dir = \"./src/..\"\nstate_dir = \"state\"\n",
+    );
+    project.file("app/.env", "APP_PORT=9400\n");
+    let config = project
+        .load_with(Some("app/smartworker.toml"), &[])
+        .unwrap();
+    assert_eq!(config.server.port, 9400);
+    expect![[r#"
+        (
+            "<root>/app/src/..",
+            "<root>/app/state",
+        )
+    "#]]
+    .assert_eq(&project.debug(&(&config.root_dir, config.state_dir())));
+
+    project.file(".env", "APP_PORT=9500\n");
+    let config = project
+        .load_with(Some("app/smartworker.toml"), &[])
+        .unwrap();
+    assert_eq!(config.server.port, 9500);
+}
+
+#[test]
+fn the_root_defaults_to_the_config_files_directory() {
+    let project = Project::new();
+    project.file("app/smartworker.toml", "");
+    let config = project
+        .load_with(Some("app/smartworker.toml"), &[("APP_STATE_DIR", "st")])
+        .unwrap();
+    expect![[r#"
+        (
+            "<root>/app",
+            "<root>/st",
+        )
+    "#]]
+    .assert_eq(&project.debug(&(&config.root_dir, &config.state_dir)));
+}
+
+#[test]
+fn debug_output_hides_secrets_and_secrets_lists_them() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[smtp]\nhost = \"mail.test\"\nuser = \"bot\"\npass = \"smtp-hunter2\"\n[llm]\napi_key = \"sk-hunter2\"\n",
+    );
+    let env = [
+        ("APP_DB_HOST", "db.test"),
+        ("APP_DB_USER", "sw"),
+        ("APP_DB_PASSWORD", "p@ss/word"),
+    ];
+    let config = project.load(&env);
+    let debug = format!("{config:?} {:?} {:?}", config.database_url(), config.smtp());
+    for secret in ["smtp-hunter2", "sk-hunter2", "p@ss/word", "p%40ss%2Fword"] {
+        assert!(!debug.contains(secret), "{secret} shows in {debug}");
+    }
+    expect![[r#"["smtp-hunter2", "p%40ss%2Fword", "p@ss/word", "sk-hunter2"]"#]]
+        .assert_eq(&format!("{:?}", config.secrets()));
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_repeated_in_the_error() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[db]\nuser = \"sw\"\npassword = 12345678\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect!["smartworker.toml:3: db.password: expected a string, found an integer"],
+    );
+}
+
+#[test]
+fn half_a_login_is_refused() {
+    let project = Project::new();
+    project.file(".env", "APP_SMTP_HOST=mail.test\nAPP_SMTP_USER=bot\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![".env:2: APP_SMTP_USER: set without smtp.pass (or APP_SMTP_PASS)"],
+    );
+    let project = Project::new();
+    check_error(
+        &project,
+        None,
+        &[("APP_DB_PASSWORD", "x")],
+        expect!["environment: APP_DB_PASSWORD: set without db.user (or APP_DB_USER)"],
+    );
+}
+
+#[test]
+fn service_urls_are_built_from_hosts_and_ports() {
+    let project = Project::new();
+    let env = [
+        ("APP_REDIS_HOST", "redis.test"),
+        ("APP_REDIS_PORT", "6380"),
+        ("APP_DB_HOST", "db.test"),
+        ("APP_DB_USER", "sw"),
+        ("APP_DB_PASSWORD", "p@ss"),
+        ("APP_DB_NAME", "smart worker"),
+        ("APP_LLM_URL", "https://llm.test/v1/"),
+    ];
+    let config = project.load(&env);
+    assert_eq!(
+        config.redis_url().as_deref(),
+        Some("redis://redis.test:6380")
+    );
+    let url = config.database_url().unwrap();
+    assert_eq!(
+        url.expose(),
+        "postgres://sw:p%40ss@db.test:5432/smart%20worker"
+    );
+    assert_eq!(config.llm.url, "https://llm.test/v1");
+
+    check_error(
+        &project,
+        None,
+        &[("APP_LLM_URL", "localhost:8100")],
+        expect![[r#"environment: APP_LLM_URL: "localhost:8100" is not an http or https URL"#]],
+    );
+}
