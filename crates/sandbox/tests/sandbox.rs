@@ -247,13 +247,20 @@ async fn dropping_the_run_kills_everything_in_the_sandbox() {
     let ws = Workspace::create(&root, &WorkspaceOptions::default()).unwrap();
     let spec = CommandSpec::new("sh", &["-c", &format!("sleep 1000; echo {marker}")], &root);
     let opts = SandboxOptions::default();
-    let run = run_sandboxed(&spec, &ws, &root, &opts, b"");
-    assert!(
-        tokio::time::timeout(Duration::from_secs(1), run)
-            .await
-            .is_err()
-    );
+    let mut run = Box::pin(run_sandboxed(&spec, &ws, &root, &opts, b""));
+
+    // Drive the run until the sandboxed process shows up, then drop it mid-flight.
+    let appeared = async {
+        while !process_with(&marker) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        out = &mut run => panic!("the run ended by itself: {out:?}"),
+        _ = tokio::time::timeout(Duration::from_secs(10), appeared) => {}
+    }
     assert!(process_with(&marker), "the sandbox never started");
+    drop(run);
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while process_with(&marker) && Instant::now() < deadline {
