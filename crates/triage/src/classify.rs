@@ -205,7 +205,10 @@ fn rust_origin(file: &str, function: &str) -> Origin {
         if has_any(file, &["/.cargo/registry/", "/.cargo/git/"]) || has_dir(file, &["vendor"]) {
             return Origin::Library;
         }
-        return Origin::App;
+        // A C file of libc, or an inlined std frame, still names its symbol.
+        if function.is_empty() {
+            return Origin::App;
+        }
     }
     rust_symbol_origin(function)
 }

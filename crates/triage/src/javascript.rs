@@ -33,20 +33,20 @@ pub(crate) fn score(lines: &[String]) -> usize {
 /// Parses one `at ...` line; `None` for anything else (JVM frames included).
 pub(crate) fn parse_frame(line: &str) -> Option<Frame> {
     let body = FRAME.captures(line)?.get(1)?.as_str();
-    let body = body.trim_end_matches(['"', '\'', '`', '}', ',', ';', ']']).trim_end();
+    let body = body.trim_end_matches(['"', '\'', '`', '{', '}', ',', ';', ']', ' ']);
     let body = body.strip_prefix("async ").unwrap_or(body);
 
-    if let Some(caps) = CALL.captures(body) {
-        let function = caps.get(1)?.as_str();
-        let location = caps.get(2)?.as_str();
-        // A JVM frame has no space before its parenthesis; this one must.
-        return Some(call_frame(function, location));
-    }
-    if BARE_LOCATION.is_match(body) && !body.contains(' ') || is_windows_location(body) {
+    // A JVM frame has no space before its parenthesis; this one must.
+    let parsed = if let Some(caps) = CALL.captures(body) {
+        call_frame(caps.get(1)?.as_str(), caps.get(2)?.as_str())
+    } else if BARE_LOCATION.is_match(body) && !body.contains(' ') || is_windows_location(body) {
         let (file, line_no, column) = split_location(body);
-        return Some(frame(file, line_no, column, None));
-    }
-    None
+        frame(file, line_no, column, None)
+    } else {
+        return None;
+    };
+    // Rust backtraces print `at src/x.rs:1:2` lines too; V8 never runs `.rs`.
+    (!parsed.file.ends_with(".rs")).then_some(parsed)
 }
 
 fn is_windows_location(body: &str) -> bool {

@@ -107,6 +107,7 @@ pub(crate) fn re(pattern: &str) -> Regex {
 /// Cleans `text` into lines.
 pub(crate) fn normalize(text: &str) -> Normalized {
     let (text, truncated) = cap(text);
+    let text = expand_json_records(&text);
     let text = unescape_json(&text);
     let text = ANSI.replace_all(&text, "").into_owned();
     let text = decode_html_entities(&text);
@@ -138,6 +139,72 @@ fn cap(text: &str) -> (String, bool) {
     }
     let joined = format!("{}\n{}", &text[..head_end], &text[tail_start..]);
     (joined, true)
+}
+
+/// Keys whose values hold a structured log record's text, in output order.
+const TEXT_KEYS: [&str; 14] = [
+    "msg", "message", "log", "event", "error", "err", "exception", "exc_info", "exc_text",
+    "stack", "stack_trace", "stacktrace", "traceback", "backtrace",
+];
+
+/// Keys whose value, when present in an error object, is the whole trace.
+const STACK_KEYS: [&str; 5] = ["stack", "stack_trace", "stacktrace", "traceback", "backtrace"];
+
+/// Replaces structured log records (a JSON object per line, as Docker, pino
+/// or structlog write them, or one pretty-printed object) by their text.
+fn expand_json_records(text: &str) -> String {
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') && trimmed.ends_with('}') {
+        if let Some(expanded) = record_text(trimmed) {
+            return expanded;
+        }
+    }
+    if !text.contains("{\"") {
+        return text.to_owned();
+    }
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let candidate = line.trim();
+            let is_record = candidate.starts_with('{') && candidate.ends_with('}');
+            is_record.then(|| record_text(candidate)).flatten().unwrap_or_else(|| line.to_owned())
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// The text fields of one JSON record, or `None` when it is not JSON or has
+/// none.
+fn record_text(candidate: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(candidate).ok()?;
+    let mut parts = Vec::new();
+    collect_text(&value, &mut parts, 0);
+    (!parts.is_empty()).then(|| parts.join("\n"))
+}
+
+fn collect_text(value: &serde_json::Value, parts: &mut Vec<String>, depth: usize) {
+    use serde_json::Value;
+    if depth > 4 {
+        return;
+    }
+    match value {
+        Value::String(text) => parts.push(text.trim_end_matches(['\n', '\r']).to_owned()),
+        Value::Array(items) => items.iter().for_each(|item| collect_text(item, parts, depth + 1)),
+        Value::Object(map) => {
+            if let Some(stack) = STACK_KEYS.iter().find_map(|key| map.get(*key)) {
+                if depth > 0 {
+                    collect_text(stack, parts, depth + 1);
+                    return;
+                }
+            }
+            for key in TEXT_KEYS {
+                if let Some(field) = map.get(key) {
+                    collect_text(field, parts, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Undoes JSON string escaping when the text is a JSON string, or when it
@@ -371,6 +438,19 @@ mod tests {
                 "KeyError: 'x'",
             ]
         );
+    }
+
+    #[test]
+    fn docker_json_log_records_become_their_text() {
+        let text = "{\"log\":\"Error: boom\\n\",\"stream\":\"stderr\"}\n\
+                    {\"log\":\"    at run (/app/a.js:1:2)\\n\",\"stream\":\"stderr\"}";
+        assert_eq!(lines(text), vec!["Error: boom", "    at run (/app/a.js:1:2)"]);
+    }
+
+    #[test]
+    fn pino_record_gives_message_then_error_stack() {
+        let text = r#"{"level":50,"msg":"job failed","err":{"type":"Error","message":"boom","stack":"Error: boom\n    at run (/app/a.js:1:2)"}}"#;
+        assert_eq!(lines(text), vec!["job failed", "Error: boom", "    at run (/app/a.js:1:2)"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::block::{Block, ErrorLine, Link, Parsed, frame, number};
 use crate::model::Frame;
 use crate::normalize::re;
 
-static PANIC_START: LazyLock<Regex> = LazyLock::new(|| re(r"thread '([^']*)' panicked at "));
+static PANIC_START: LazyLock<Regex> = LazyLock::new(|| re(r"thread '([^']*)'(?: \(\d+\))? panicked at "));
 /// Before Rust 1.73: `'message', file:line(:col)` (the message may span lines).
 static OLD_TAIL: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?s)^'(.*)', (\S+?):(\d+)(?::(\d+))?\s*$"));
@@ -29,7 +29,8 @@ const MAX_MESSAGE_LINES: usize = 40;
 pub(crate) fn score(lines: &[String]) -> usize {
     let panics = lines.iter().filter(|line| PANIC_START.is_match(line)).count();
     let backtraces = lines.iter().filter(|line| BACKTRACE.is_match(line)).count();
-    (panics + backtraces) * 5
+    let locations = lines.iter().filter(|line| AT.is_match(line) && line.contains(".rs:")).count();
+    (panics + backtraces) * 5 + locations * 2
 }
 
 /// Parses the first panic and its backtrace.
