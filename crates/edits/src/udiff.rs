@@ -181,7 +181,9 @@ fn apply_hunk(file: &mut Vec<String>, hunk: &Hunk, shift: isize) -> Result<isize
 
     if old.is_empty() {
         // With no old lines, the header names the line to insert after, not the first line.
-        let after = hunk.old_start.map(|start| (start as isize + shift).max(0) as usize);
+        let after = hunk
+            .old_start
+            .map(|start| (start as isize + shift).max(0) as usize);
         let at = after.unwrap_or(file.len()).min(file.len());
         file.splice(at..at, new.iter().map(|line| (*line).to_owned()));
         return Ok(grew);
@@ -309,7 +311,10 @@ mod tests {
     #[test]
     fn pure_insertion_goes_after_the_named_line() {
         let files = diff("@@ -1,0 +2 @@\n+inserted\n");
-        assert_eq!(apply("a\nb\n", &files[0].hunks), Ok("a\ninserted\nb\n".into()));
+        assert_eq!(
+            apply("a\nb\n", &files[0].hunks),
+            Ok("a\ninserted\nb\n".into())
+        );
     }
 
     #[test]
