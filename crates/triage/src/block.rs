@@ -48,7 +48,11 @@ pub(crate) struct Block {
 
 impl Block {
     pub(crate) fn new(error: ErrorLine, link: Link) -> Self {
-        Self { error, frames: Vec::new(), link }
+        Self {
+            error,
+            frames: Vec::new(),
+            link,
+        }
     }
 
     /// Adds a frame unless the block already holds `MAX_FRAMES`.
@@ -80,7 +84,12 @@ impl Parsed {
 }
 
 /// A frame not yet classified.
-pub(crate) fn frame(file: &str, line: Option<u32>, column: Option<u32>, function: Option<&str>) -> Frame {
+pub(crate) fn frame(
+    file: &str,
+    line: Option<u32>,
+    column: Option<u32>,
+    function: Option<&str>,
+) -> Frame {
     Frame {
         file: file.to_owned(),
         line,
@@ -167,7 +176,10 @@ mod tests {
     #[test]
     fn error_token_skips_log_prefix_words() {
         let found = find_error_token("[Nest] 6 ERROR [ExceptionsHandler] Error: Input bad");
-        assert_eq!(found.map(|e| (e.error_type, e.message)), Some(("Error".into(), "Input bad".into())));
+        assert_eq!(
+            found.map(|e| (e.error_type, e.message)),
+            Some(("Error".into(), "Input bad".into()))
+        );
     }
 
     #[test]
@@ -178,8 +190,14 @@ mod tests {
 
     #[test]
     fn location_split_keeps_windows_drive() {
-        assert_eq!(split_location(r"C:\a\b.js:77:81"), (r"C:\a\b.js", Some(77), Some(81)));
-        assert_eq!(split_location("src/manager.rs:432"), ("src/manager.rs", Some(432), None));
+        assert_eq!(
+            split_location(r"C:\a\b.js:77:81"),
+            (r"C:\a\b.js", Some(77), Some(81))
+        );
+        assert_eq!(
+            split_location("src/manager.rs:432"),
+            ("src/manager.rs", Some(432), None)
+        );
         assert_eq!(split_location("<anonymous>"), ("<anonymous>", None, None));
     }
 }

@@ -42,29 +42,85 @@ const VENDORED_DIRS: [&str; 10] = [
 ];
 
 const PYTHON_FRAMEWORKS: [&str; 14] = [
-    "celery", "billiard", "kombu", "rq", "dramatiq", "huey", "arq", "django_rq", "apscheduler",
-    "django_q", "procrastinate", "taskiq", "saq", "rq_scheduler",
+    "celery",
+    "billiard",
+    "kombu",
+    "rq",
+    "dramatiq",
+    "huey",
+    "arq",
+    "django_rq",
+    "apscheduler",
+    "django_q",
+    "procrastinate",
+    "taskiq",
+    "saq",
+    "rq_scheduler",
 ];
 /// Packages a job framework calls that are still libraries, not handlers:
 /// instrumentation wrappers and the clients frameworks use themselves.
 const PYTHON_NEVER_APP: [&str; 16] = [
-    "sentry_sdk", "newrelic", "ddtrace", "opentelemetry", "elasticapm", "scout_apm", "wrapt",
-    "redis", "amqp", "vine", "requests", "urllib3", "sqlalchemy", "django", "flask", "asgiref",
+    "sentry_sdk",
+    "newrelic",
+    "ddtrace",
+    "opentelemetry",
+    "elasticapm",
+    "scout_apm",
+    "wrapt",
+    "redis",
+    "amqp",
+    "vine",
+    "requests",
+    "urllib3",
+    "sqlalchemy",
+    "django",
+    "flask",
+    "asgiref",
 ];
 const JS_FRAMEWORKS: [&str; 12] = [
-    "bull", "bullmq", "bee-queue", "agenda", "pg-boss", "graphile-worker", "kue", "node-resque",
-    "@nestjs/bull", "@nestjs/bullmq", "@temporalio/worker", "node-cron",
+    "bull",
+    "bullmq",
+    "bee-queue",
+    "agenda",
+    "pg-boss",
+    "graphile-worker",
+    "kue",
+    "node-resque",
+    "@nestjs/bull",
+    "@nestjs/bullmq",
+    "@temporalio/worker",
+    "node-cron",
 ];
 const JS_NEVER_APP: [&str; 14] = [
-    "ioredis", "redis", "pg", "mysql2", "axios", "undici", "node-fetch", "lodash", "bluebird",
-    "tslib", "rxjs", "dd-trace", "newrelic", "@sentry/node",
+    "ioredis",
+    "redis",
+    "pg",
+    "mysql2",
+    "axios",
+    "undici",
+    "node-fetch",
+    "lodash",
+    "bluebird",
+    "tslib",
+    "rxjs",
+    "dd-trace",
+    "newrelic",
+    "@sentry/node",
 ];
 const RUBY_FRAMEWORKS: [&str; 9] = [
-    "sidekiq", "activejob", "resque", "delayed_job", "good_job", "que", "sneakers", "shoryuken",
+    "sidekiq",
+    "activejob",
+    "resque",
+    "delayed_job",
+    "good_job",
+    "que",
+    "sneakers",
+    "shoryuken",
     "solid_queue",
 ];
-const JVM_RUNTIME: [&str; 8] =
-    ["java.", "javax.", "jdk.", "sun.", "com.sun.", "kotlin.", "kotlinx.", "scala."];
+const JVM_RUNTIME: [&str; 8] = [
+    "java.", "javax.", "jdk.", "sun.", "com.sun.", "kotlin.", "kotlinx.", "scala.",
+];
 const JVM_FRAMEWORKS: [&str; 5] = [
     "org.quartz.",
     "org.jobrunr.",
@@ -73,28 +129,83 @@ const JVM_FRAMEWORKS: [&str; 5] = [
     "com.github.kagkarlsson.",
 ];
 const JVM_LIBRARIES: [&str; 26] = [
-    "org.springframework.", "org.apache.", "org.hibernate.", "io.netty.", "com.google.",
-    "com.fasterxml.", "ch.qos.", "org.slf4j.", "org.eclipse.", "org.glassfish.", "io.reactivex.",
-    "reactor.", "okhttp3.", "retrofit2.", "org.junit.", "net.bytebuddy.", "com.zaxxer.",
-    "org.postgresql.", "com.mysql.", "io.micrometer.", "io.grpc.", "akka.", "io.vertx.",
-    "org.jboss.", "io.undertow.", "com.amazonaws.",
+    "org.springframework.",
+    "org.apache.",
+    "org.hibernate.",
+    "io.netty.",
+    "com.google.",
+    "com.fasterxml.",
+    "ch.qos.",
+    "org.slf4j.",
+    "org.eclipse.",
+    "org.glassfish.",
+    "io.reactivex.",
+    "reactor.",
+    "okhttp3.",
+    "retrofit2.",
+    "org.junit.",
+    "net.bytebuddy.",
+    "com.zaxxer.",
+    "org.postgresql.",
+    "com.mysql.",
+    "io.micrometer.",
+    "io.grpc.",
+    "akka.",
+    "io.vertx.",
+    "org.jboss.",
+    "io.undertow.",
+    "com.amazonaws.",
 ];
-const RUST_RUNTIME: [&str; 6] = ["std", "core", "alloc", "backtrace", "panic_unwind", "rust_begin_unwind"];
+const RUST_RUNTIME: [&str; 6] = [
+    "std",
+    "core",
+    "alloc",
+    "backtrace",
+    "panic_unwind",
+    "rust_begin_unwind",
+];
 const RUST_LIBRARIES: [&str; 26] = [
-    "tokio", "futures", "futures_util", "futures_core", "futures_executor", "hyper", "tower",
-    "axum", "actix_rt", "actix_web", "async_std", "rayon", "rayon_core", "crossbeam",
-    "crossbeam_channel", "serde", "serde_json", "tracing", "h2", "mio", "parking_lot", "reqwest",
-    "sqlx", "tonic", "warp", "tokio_util",
+    "tokio",
+    "futures",
+    "futures_util",
+    "futures_core",
+    "futures_executor",
+    "hyper",
+    "tower",
+    "axum",
+    "actix_rt",
+    "actix_web",
+    "async_std",
+    "rayon",
+    "rayon_core",
+    "crossbeam",
+    "crossbeam_channel",
+    "serde",
+    "serde_json",
+    "tracing",
+    "h2",
+    "mio",
+    "parking_lot",
+    "reqwest",
+    "sqlx",
+    "tonic",
+    "warp",
+    "tokio_util",
 ];
 const NATIVE_SYMBOLS: [&str; 8] = [
-    "_start", "start_thread", "clone", "clone3", "main", "BaseThreadInitThunk",
-    "RtlUserThreadStart", "thread_start",
+    "_start",
+    "start_thread",
+    "clone",
+    "clone3",
+    "main",
+    "BaseThreadInitThunk",
+    "RtlUserThreadStart",
+    "thread_start",
 ];
 
 static PYTHON_STDLIB: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)/lib/python\d+(?:\.\d+)?t?/|/python\d*[^/]*/lib/"));
-static GO_ROOT: LazyLock<Regex> =
-    LazyLock::new(|| re(r"/(?:go|libexec|goroot[^/]*)/src/([^/]+)/"));
+static GO_ROOT: LazyLock<Regex> = LazyLock::new(|| re(r"/(?:go|libexec|goroot[^/]*)/src/([^/]+)/"));
 static RUBY_GEM: LazyLock<Regex> = LazyLock::new(|| re(r"/gems/([A-Za-z0-9_\-]+?)-\d"));
 
 /// Marks every frame's `in_app` and returns their origins (in-app frames
@@ -151,7 +262,14 @@ fn javascript_origin(file: &str) -> Origin {
     if file.is_empty() || pseudo.contains(&file) {
         return Origin::Runtime;
     }
-    let runtime_prefixes = ["node:", "internal/", "bun:", "index ", "evalmachine.", "webpack/"];
+    let runtime_prefixes = [
+        "node:",
+        "internal/",
+        "bun:",
+        "index ",
+        "evalmachine.",
+        "webpack/",
+    ];
     if runtime_prefixes.iter().any(|p| file.starts_with(p)) {
         return Origin::Runtime;
     }
@@ -191,7 +309,12 @@ fn go_origin(file: &str, function: &str) -> Origin {
         return Origin::Runtime;
     }
     if file.contains("/pkg/mod/") || has_dir(file, &["vendor"]) {
-        let frameworks = ["hibiken/asynq", "riverqueue/river", "gocraft/work", "RichardKnop/machinery"];
+        let frameworks = [
+            "hibiken/asynq",
+            "riverqueue/river",
+            "gocraft/work",
+            "RichardKnop/machinery",
+        ];
         return framework_or_library(frameworks.iter().any(|f| file.contains(f)));
     }
     Origin::App
@@ -199,7 +322,12 @@ fn go_origin(file: &str, function: &str) -> Origin {
 
 fn rust_origin(file: &str, function: &str) -> Origin {
     if !file.is_empty() {
-        if file.starts_with("/rustc/") || has_any(file, &["/library/std/", "/library/core/", "/library/alloc/"]) {
+        if file.starts_with("/rustc/")
+            || has_any(
+                file,
+                &["/library/std/", "/library/core/", "/library/alloc/"],
+            )
+        {
             return Origin::Runtime;
         }
         if has_any(file, &["/.cargo/registry/", "/.cargo/git/"]) || has_dir(file, &["vendor"]) {
@@ -242,7 +370,15 @@ fn ruby_origin(file: &str) -> Origin {
     if let Some(gem) = RUBY_GEM.captures(file).and_then(|caps| caps.get(1)) {
         return framework_or_library(RUBY_FRAMEWORKS.contains(&gem.as_str()));
     }
-    let library_dirs = ["/gems/", "/bundle/", "/rubygems/", "/lib/ruby/", "/.rbenv/", "/.rvm/", "/rubies/"];
+    let library_dirs = [
+        "/gems/",
+        "/bundle/",
+        "/rubygems/",
+        "/lib/ruby/",
+        "/.rbenv/",
+        "/.rvm/",
+        "/rubies/",
+    ];
     if file.starts_with("[GEM_ROOT]") || has_any(file, &library_dirs) {
         return Origin::Library;
     }
@@ -250,7 +386,11 @@ fn ruby_origin(file: &str) -> Origin {
 }
 
 fn framework_or_library(is_framework: bool) -> Origin {
-    if is_framework { Origin::Framework } else { Origin::Library }
+    if is_framework {
+        Origin::Framework
+    } else {
+        Origin::Library
+    }
 }
 
 /// A job framework calls the job's handler: a packaged frame whose nearest
@@ -291,7 +431,10 @@ fn package_of(language: Language, file: &str) -> Option<String> {
 /// The path segment after the last of `markers` (`site-packages/<pkg>/...`).
 fn package_after<'a>(file: &'a str, markers: &[&str]) -> Option<&'a str> {
     let lower = file.to_ascii_lowercase();
-    let end = markers.iter().filter_map(|m| lower.rfind(m).map(|at| at + m.len())).max()?;
+    let end = markers
+        .iter()
+        .filter_map(|m| lower.rfind(m).map(|at| at + m.len()))
+        .max()?;
     file[end..].split('/').next()
 }
 
@@ -337,7 +480,11 @@ fn rooted_origin(frame: &Frame, heuristic: Origin, rooted: &mut Rooted) -> Origi
     }
     let resolved = heuristic == Origin::App
         && resolve_frame(&mut rooted.index, frame).is_some_and(|rel| !is_vendored(&rel));
-    if resolved { Origin::App } else { heuristic.min_library() }
+    if resolved {
+        Origin::App
+    } else {
+        heuristic.min_library()
+    }
 }
 
 /// The project root, as given and as indexed.
@@ -352,7 +499,10 @@ impl Rooted {
     /// `None` when the root does not exist.
     pub(crate) fn new(root: &Path) -> Option<Self> {
         let canonical = root.canonicalize().ok()?;
-        Some(Self { given: root.to_path_buf(), index: ProjectIndex::new(&canonical) })
+        Some(Self {
+            given: root.to_path_buf(),
+            index: ProjectIndex::new(&canonical),
+        })
     }
 }
 
@@ -366,7 +516,11 @@ fn is_vendored(relative: &Path) -> bool {
 impl Origin {
     /// Demotes `App` to `Library`; keeps the other origins.
     fn min_library(self) -> Self {
-        if self == Origin::App { Origin::Library } else { self }
+        if self == Origin::App {
+            Origin::Library
+        } else {
+            self
+        }
     }
 }
 
@@ -376,16 +530,36 @@ mod tests {
 
     #[test]
     fn scoped_node_package_keeps_its_scope() {
-        assert_eq!(node_package("/app/node_modules/@nestjs/bull/dist/x.js"), Some("@nestjs/bull"));
-        assert_eq!(node_package("/app/node_modules/bull/lib/queue.js"), Some("bull"));
+        assert_eq!(
+            node_package("/app/node_modules/@nestjs/bull/dist/x.js"),
+            Some("@nestjs/bull")
+        );
+        assert_eq!(
+            node_package("/app/node_modules/bull/lib/queue.js"),
+            Some("bull")
+        );
     }
 
     #[test]
     fn rust_symbols_are_sorted_by_crate() {
-        assert_eq!(rust_symbol_origin("<core::future::from_generator::GenFuture<T> as core::future::future::Future>::poll"), Origin::Runtime);
-        assert_eq!(rust_symbol_origin("futures_util::future::future::FutureExt::poll_unpin"), Origin::Library);
-        assert_eq!(rust_symbol_origin("full_node::start_network::{{closure}}"), Origin::App);
-        assert_eq!(rust_symbol_origin("_ZN4core3fmt5write17h0123456789abcdefE"), Origin::Runtime);
+        assert_eq!(
+            rust_symbol_origin(
+                "<core::future::from_generator::GenFuture<T> as core::future::future::Future>::poll"
+            ),
+            Origin::Runtime
+        );
+        assert_eq!(
+            rust_symbol_origin("futures_util::future::future::FutureExt::poll_unpin"),
+            Origin::Library
+        );
+        assert_eq!(
+            rust_symbol_origin("full_node::start_network::{{closure}}"),
+            Origin::App
+        );
+        assert_eq!(
+            rust_symbol_origin("_ZN4core3fmt5write17h0123456789abcdefE"),
+            Origin::Runtime
+        );
         assert_eq!(rust_symbol_origin("__mh_execute_header"), Origin::Runtime);
     }
 }

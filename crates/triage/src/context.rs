@@ -19,8 +19,16 @@ const MAX_DEPTH: usize = 32;
 
 /// Folders never searched for a frame's file: dependencies, build output,
 /// and hidden folders (`.git`).
-const SKIPPED_DIRS: [&str; 8] =
-    ["node_modules", "site-packages", "dist-packages", "venv", "target", "vendor", "__pycache__", "build"];
+const SKIPPED_DIRS: [&str; 8] = [
+    "node_modules",
+    "site-packages",
+    "dist-packages",
+    "venv",
+    "target",
+    "vendor",
+    "__pycache__",
+    "build",
+];
 
 /// How much source to gather.
 #[derive(Debug, Clone)]
@@ -37,7 +45,12 @@ pub struct ContextOptions {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        Self { max_files: 5, whole_file_max_lines: 200, window: 20, max_file_bytes: 2 << 20 }
+        Self {
+            max_files: 5,
+            whole_file_max_lines: 200,
+            window: 20,
+            max_file_bytes: 2 << 20,
+        }
     }
 }
 
@@ -123,10 +136,10 @@ pub fn gather_context(trace: &Trace, root: &Path, opts: &ContextOptions) -> Vec<
 
 /// A JVM frame prints only a file name; its package gives the folders.
 pub(crate) fn resolve_frame(index: &mut ProjectIndex, frame: &Frame) -> Option<PathBuf> {
-    if let Some(package_path) = jvm_package_path(frame) {
-        if let Some(found) = index.resolve(&package_path) {
-            return Some(found);
-        }
+    if let Some(package_path) = jvm_package_path(frame)
+        && let Some(found) = index.resolve(&package_path)
+    {
+        return Some(found);
     }
     index.resolve(&frame.file)
 }
@@ -169,7 +182,14 @@ pub fn read_snippet(
 
     if lines.len() <= opts.whole_file_max_lines {
         let end_line = u32::try_from(lines.len()).unwrap_or(u32::MAX);
-        return Ok(Snippet { path, line, start_line: 1, end_line, text: lines.join("\n"), whole_file: true });
+        return Ok(Snippet {
+            path,
+            line,
+            start_line: 1,
+            end_line,
+            text: lines.join("\n"),
+            whole_file: true,
+        });
     }
     let center = line.map_or(1, |l| l.max(1) as usize).min(lines.len());
     let start = center.saturating_sub(opts.window).max(1);
@@ -187,12 +207,21 @@ pub fn read_snippet(
 /// Joins and canonicalises, refusing anything that ends up outside `root`.
 fn checked_path(root: &Path, relative: &Path) -> Result<PathBuf, ContextError> {
     let outside = || ContextError::OutsideRoot(relative.to_path_buf());
-    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         return Err(outside());
     }
-    let root = root.canonicalize().map_err(|source| ContextError::Io { path: root.to_path_buf(), source })?;
+    let root = root.canonicalize().map_err(|source| ContextError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let full = root.join(relative);
-    let canonical = full.canonicalize().map_err(|source| ContextError::Io { path: full.clone(), source })?;
+    let canonical = full.canonicalize().map_err(|source| ContextError::Io {
+        path: full.clone(),
+        source,
+    })?;
     if !canonical.starts_with(&root) {
         return Err(outside());
     }
@@ -200,18 +229,32 @@ fn checked_path(root: &Path, relative: &Path) -> Result<PathBuf, ContextError> {
 }
 
 fn read_limited(path: &Path, limit: u64) -> Result<String, ContextError> {
-    let io = |source| ContextError::Io { path: path.to_path_buf(), source };
+    let io = |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let size = fs::metadata(path).map_err(io)?.len();
     if size > limit {
-        return Err(ContextError::TooLarge { path: path.to_path_buf(), size, limit });
+        return Err(ContextError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit,
+        });
     }
     let mut bytes = Vec::new();
-    fs::File::open(path).map_err(io)?.take(limit).read_to_end(&mut bytes).map_err(io)?;
+    fs::File::open(path)
+        .map_err(io)?
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn slash_path(path: &Path) -> String {
-    let parts: Vec<String> = path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
     parts.join("/")
 }
 
@@ -240,7 +283,10 @@ pub(crate) struct ProjectIndex {
 impl ProjectIndex {
     /// An index of `root`, which must already be canonical.
     pub(crate) fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf(), files: None }
+        Self {
+            root: root.to_path_buf(),
+            files: None,
+        }
     }
 
     /// The canonical root.
@@ -271,7 +317,12 @@ impl ProjectIndex {
         let mut best: Option<(usize, &Vec<String>)> = None;
         let mut tied = false;
         for file in files.iter() {
-            let shared = file.iter().rev().zip(parts.iter().rev()).take_while(|(a, b)| a == b).count();
+            let shared = file
+                .iter()
+                .rev()
+                .zip(parts.iter().rev())
+                .take_while(|(a, b)| a == b)
+                .count();
             if shared == 0 {
                 continue;
             }
@@ -330,14 +381,26 @@ mod tests {
 
     #[test]
     fn printed_paths_lose_scheme_drive_and_placeholders() {
-        assert_eq!(path_components("webpack:///./src/a.ts?abc"), vec!["src", "a.ts"]);
-        assert_eq!(path_components(r"C:\snapshot\app\dist\e.js"), vec!["snapshot", "app", "dist", "e.js"]);
-        assert_eq!(path_components("[PROJECT_ROOT]/app/models/list.rb"), vec!["app", "models", "list.rb"]);
+        assert_eq!(
+            path_components("webpack:///./src/a.ts?abc"),
+            vec!["src", "a.ts"]
+        );
+        assert_eq!(
+            path_components(r"C:\snapshot\app\dist\e.js"),
+            vec!["snapshot", "app", "dist", "e.js"]
+        );
+        assert_eq!(
+            path_components("[PROJECT_ROOT]/app/models/list.rb"),
+            vec!["app", "models", "list.rb"]
+        );
     }
 
     #[test]
     fn jvm_frame_gives_its_package_folders() {
         let frame = crate::block::frame("Job.java", Some(3), None, Some("com.acme.jobs.Job.run"));
-        assert_eq!(jvm_package_path(&frame).as_deref(), Some("com/acme/jobs/Job.java"));
+        assert_eq!(
+            jvm_package_path(&frame).as_deref(),
+            Some("com/acme/jobs/Job.java")
+        );
     }
 }

@@ -21,12 +21,23 @@ const PATH_TAIL: usize = 2;
 /// Masks applied to the message, in order; later masks see earlier tokens.
 static MASKS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     vec![
-        (re(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
+        (
+            re(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
+            "<uuid>",
+        ),
         (re(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+"), "<url>"),
         (re(r#""[^"]*"|'[^']*'|`[^`]*`"#), "<str>"),
-        (re(r"(?:\b[A-Za-z]:)?(?:[\\/][\w.\-@$]+){2,}[\\/]?"), "<path>"),
+        (
+            re(r"(?:\b[A-Za-z]:)?(?:[\\/][\w.\-@$]+){2,}[\\/]?"),
+            "<path>",
+        ),
         (re(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
-        (re(r"\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*[0-9][0-9a-fA-F]*\b"), "<hex>"),
+        (
+            re(
+                r"\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*[0-9][0-9a-fA-F]*\b",
+            ),
+            "<hex>",
+        ),
         (re(r"\d+(?:\.\d+)?"), "<n>"),
         (re(r"\s+"), " "),
     ]
@@ -48,15 +59,21 @@ pub fn fingerprint(trace: &Trace) -> String {
         app
     };
     for frame in frames {
-        let function = frame.function.as_deref().map(|f| RUST_HASH.replace(f, "")).unwrap_or_default();
+        let function = frame
+            .function
+            .as_deref()
+            .map(|f| RUST_HASH.replace(f, ""))
+            .unwrap_or_default();
         let _ = writeln!(material, "frame:{}:{}", file_tail(&frame.file), function);
     }
 
     let digest = Sha256::digest(material.as_bytes());
-    digest.iter().fold(String::with_capacity(64), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    })
+    digest
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 /// The message with volatile values replaced by placeholders.
@@ -83,13 +100,18 @@ mod tests {
     #[test]
     fn message_masks_volatile_values() {
         assert_eq!(
-            mask_message("job 36 (id 930b0da8-028e-45c0-9e9e-ccf8c9c446e6) failed at 0x10 reading 'name' in /srv/app/x.py, sha deadbeef12"),
+            mask_message(
+                "job 36 (id 930b0da8-028e-45c0-9e9e-ccf8c9c446e6) failed at 0x10 reading 'name' in /srv/app/x.py, sha deadbeef12"
+            ),
             "job <n> (id <uuid>) failed at <hex> reading <str> in <path>, sha <hex>"
         );
     }
 
     #[test]
     fn windows_and_posix_checkouts_share_a_file_tail() {
-        assert_eq!(file_tail(r"C:\work\app\services\events.js"), file_tail("/srv/app/services/events.js"));
+        assert_eq!(
+            file_tail(r"C:\work\app\services\events.js"),
+            file_tail("/srv/app/services/events.js")
+        );
     }
 }

@@ -27,7 +27,10 @@ pub(crate) fn score(lines: &[String]) -> usize {
 /// Parses the panic and the panicking goroutine's frames.
 pub(crate) fn parse(lines: &[String]) -> Parsed {
     let mut parsed = Parsed::default();
-    let error = lines.iter().find_map(|line| panic_line(line)).unwrap_or_default();
+    let error = lines
+        .iter()
+        .find_map(|line| panic_line(line))
+        .unwrap_or_default();
     parsed.signal = lines
         .iter()
         .find_map(|line| SIGNAL.captures(line)?.get(1).map(|m| m.as_str().to_owned()));
@@ -118,6 +121,9 @@ mod tests {
             "a.com/x.(*Service).run"
         );
         assert_eq!(strip_arguments("main.main()"), "main.main");
-        assert_eq!(strip_arguments("a.com/x.(*Manager).Run.func1.4(0xc8)"), "a.com/x.(*Manager).Run.func1.4");
+        assert_eq!(
+            strip_arguments("a.com/x.(*Manager).Run.func1.4(0xc8)"),
+            "a.com/x.(*Manager).Run.func1.4"
+        );
     }
 }

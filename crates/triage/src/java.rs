@@ -28,8 +28,14 @@ const HEADER_LOOKBACK: usize = 5;
 
 /// Counts the lines that only a JVM stack prints.
 pub(crate) fn score(lines: &[String]) -> usize {
-    let frames = lines.iter().filter(|line| parse_frame(line).is_some()).count();
-    let causes = lines.iter().filter(|line| line.trim_start().starts_with("Caused by: ")).count();
+    let frames = lines
+        .iter()
+        .filter(|line| parse_frame(line).is_some())
+        .count();
+    let causes = lines
+        .iter()
+        .filter(|line| line.trim_start().starts_with("Caused by: "))
+        .count();
     frames * 2 + causes
 }
 
@@ -76,14 +82,20 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
     // A header that no frame followed and nothing links to is noise (a log
     // line naming a class), unless it is all there is.
     if parsed.blocks.len() > 1 {
-        parsed.blocks.retain(|block| !block.frames.is_empty() || block.link != Link::Independent);
+        parsed
+            .blocks
+            .retain(|block| !block.frames.is_empty() || block.link != Link::Independent);
     }
     parsed
 }
 
 fn header(line: &str) -> Option<(ErrorLine, Link)> {
     let caps = HEADER.captures(line)?;
-    let link = if caps.get(1).is_some() { Link::CauseOfPrevious } else { Link::Independent };
+    let link = if caps.get(1).is_some() {
+        Link::CauseOfPrevious
+    } else {
+        Link::Independent
+    };
     let error = ErrorLine {
         error_type: caps.get(2)?.as_str().to_owned(),
         qualified: None,
@@ -114,7 +126,14 @@ mod tests {
     fn module_prefix_is_dropped_from_the_function() {
         let frame = parse_frame("\tat java.base/java.lang.Thread.run(Thread.java:829)");
         let frame = frame.map(|f| (f.file, f.line, f.function));
-        assert_eq!(frame, Some(("Thread.java".into(), Some(829), Some("java.lang.Thread.run".into()))));
+        assert_eq!(
+            frame,
+            Some((
+                "Thread.java".into(),
+                Some(829),
+                Some("java.lang.Thread.run".into())
+            ))
+        );
     }
 
     #[test]
@@ -126,7 +145,10 @@ mod tests {
         .map(str::to_owned)
         .into();
         let parsed = parse(&lines);
-        assert_eq!(parsed.blocks[0].error.error_type, "java.lang.IllegalStateException");
+        assert_eq!(
+            parsed.blocks[0].error.error_type,
+            "java.lang.IllegalStateException"
+        );
         assert_eq!(parsed.blocks[0].error.message, "queue closed");
     }
 }

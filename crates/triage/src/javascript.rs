@@ -27,7 +27,11 @@ const HEADER_LOOKBACK: usize = 8;
 
 /// Counts the lines that only a V8 or JavaScriptCore stack prints.
 pub(crate) fn score(lines: &[String]) -> usize {
-    lines.iter().filter(|line| parse_frame(line).is_some()).count() * 2
+    lines
+        .iter()
+        .filter(|line| parse_frame(line).is_some())
+        .count()
+        * 2
 }
 
 /// Parses one `at ...` line; `None` for anything else (JVM frames included).
@@ -101,10 +105,10 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
     if let Some(done) = current.take() {
         parsed.push_block(done);
     }
-    if parsed.blocks.is_empty() {
-        if let Some(header) = find_header(lines, 0, lines.len(), true) {
-            parsed.push_block(Block::new(header.error, header.link));
-        }
+    if parsed.blocks.is_empty()
+        && let Some(header) = find_header(lines, 0, lines.len(), true)
+    {
+        parsed.push_block(Block::new(header.error, header.link));
     }
     parsed
 }
@@ -126,7 +130,10 @@ fn find_header(lines: &[String], floor: usize, run_start: usize, first: bool) ->
     if !first {
         return None;
     }
-    let line = window.iter().rev().find(|line| !line.trim().is_empty() && !PROPERTY.is_match(line))?;
+    let line = window
+        .iter()
+        .rev()
+        .find(|line| !line.trim().is_empty() && !PROPERTY.is_match(line))?;
     let error = match LOOSE_HEADER.captures(line) {
         Some(caps) => ErrorLine {
             error_type: caps.get(1).map_or("Error", |m| m.as_str()).to_owned(),
@@ -139,7 +146,10 @@ fn find_header(lines: &[String], floor: usize, run_start: usize, first: bool) ->
             message: line.trim().to_owned(),
         },
     };
-    Some(Header { error, link: Link::Independent })
+    Some(Header {
+        error,
+        link: Link::Independent,
+    })
 }
 
 /// A line that certainly starts an error: it names an error type, or is
@@ -158,7 +168,11 @@ fn strong_header(line: &str) -> Option<Header> {
     }
     let caps = BUN_HEADER.captures(rest)?;
     let message = caps.get(1)?.as_str().trim().to_owned();
-    let error = ErrorLine { error_type: "Error".to_owned(), qualified: None, message };
+    let error = ErrorLine {
+        error_type: "Error".to_owned(),
+        qualified: None,
+        message,
+    };
     Some(Header { error, link })
 }
 
@@ -169,20 +183,41 @@ mod tests {
     #[test]
     fn frame_forms_are_parsed() {
         let cases = [
-            ("    at new ScriptLoader (/$bunfs/root/cli:46509:21)", ("/$bunfs/root/cli", Some(46509), Some("ScriptLoader"))),
-            ("    at async Foo.bar (/app/a.js:1:2)", ("/app/a.js", Some(1), Some("Foo.bar"))),
-            (r"    at C:\snapshot\app\dist\e.js:77:81", (r"C:\snapshot\app\dist\e.js", Some(77), None)),
-            ("    at Generator.next (<anonymous>)", ("<anonymous>", None, Some("Generator.next"))),
-            ("    at eval (eval at run (/app/a.js:3:9), <anonymous>:1:1)", ("/app/a.js", Some(3), Some("eval"))),
+            (
+                "    at new ScriptLoader (/$bunfs/root/cli:46509:21)",
+                ("/$bunfs/root/cli", Some(46509), Some("ScriptLoader")),
+            ),
+            (
+                "    at async Foo.bar (/app/a.js:1:2)",
+                ("/app/a.js", Some(1), Some("Foo.bar")),
+            ),
+            (
+                r"    at C:\snapshot\app\dist\e.js:77:81",
+                (r"C:\snapshot\app\dist\e.js", Some(77), None),
+            ),
+            (
+                "    at Generator.next (<anonymous>)",
+                ("<anonymous>", None, Some("Generator.next")),
+            ),
+            (
+                "    at eval (eval at run (/app/a.js:3:9), <anonymous>:1:1)",
+                ("/app/a.js", Some(3), Some("eval")),
+            ),
         ];
         for (line, (file, line_no, function)) in cases {
             let parsed = parse_frame(line).map(|f| (f.file, f.line, f.function));
-            assert_eq!(parsed, Some((file.to_owned(), line_no, function.map(str::to_owned))), "{line}");
+            assert_eq!(
+                parsed,
+                Some((file.to_owned(), line_no, function.map(str::to_owned))),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn jvm_frame_is_not_a_javascript_frame() {
-        assert!(parse_frame("\tat org.quartz.core.JobRunShell.run(JobRunShell.java:216)").is_none());
+        assert!(
+            parse_frame("\tat org.quartz.core.JobRunShell.run(JobRunShell.java:216)").is_none()
+        );
     }
 }

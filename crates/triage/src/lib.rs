@@ -25,7 +25,9 @@ mod rust;
 
 use std::collections::VecDeque;
 
-pub use context::{ContextError, ContextOptions, Snippet, gather_context, read_snippet, resolve_in_root};
+pub use context::{
+    ContextError, ContextOptions, Snippet, gather_context, read_snippet, resolve_in_root,
+};
 pub use fingerprint::{fingerprint, mask_message};
 pub use model::{ChainedError, Frame, Language, ParseOptions, Trace};
 pub use normalize::MAX_INPUT_BYTES;
@@ -117,7 +119,9 @@ fn assemble(language: Language, parsed: Parsed) -> Trace {
             continue;
         };
         let duplicate = chain.iter().any(|b| same_error(b, other))
-            || trace.secondary.iter().any(|s| s.error_type == other.error.error_type && s.message == other.error.message);
+            || trace.secondary.iter().any(|s| {
+                s.error_type == other.error.error_type && s.message == other.error.message
+            });
         if !duplicate {
             trace.secondary.push(chained(other));
         }
@@ -142,7 +146,10 @@ fn chains(blocks: Vec<Block>) -> Vec<Vec<Block>> {
 /// with more context (the same exception logged again, wrapped) wins.
 fn main_chain(groups: &[Vec<Block>]) -> Option<usize> {
     let has_frames = |group: &Vec<Block>| group.iter().any(|b| !b.frames.is_empty());
-    let first = groups.iter().position(has_frames).or((!groups.is_empty()).then_some(0))?;
+    let first = groups
+        .iter()
+        .position(has_frames)
+        .or((!groups.is_empty()).then_some(0))?;
     let root = groups[first].first()?;
     let longer = groups
         .iter()

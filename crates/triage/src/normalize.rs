@@ -143,21 +143,40 @@ fn cap(text: &str) -> (String, bool) {
 
 /// Keys whose values hold a structured log record's text, in output order.
 const TEXT_KEYS: [&str; 14] = [
-    "msg", "message", "log", "event", "error", "err", "exception", "exc_info", "exc_text",
-    "stack", "stack_trace", "stacktrace", "traceback", "backtrace",
+    "msg",
+    "message",
+    "log",
+    "event",
+    "error",
+    "err",
+    "exception",
+    "exc_info",
+    "exc_text",
+    "stack",
+    "stack_trace",
+    "stacktrace",
+    "traceback",
+    "backtrace",
 ];
 
 /// Keys whose value, when present in an error object, is the whole trace.
-const STACK_KEYS: [&str; 5] = ["stack", "stack_trace", "stacktrace", "traceback", "backtrace"];
+const STACK_KEYS: [&str; 5] = [
+    "stack",
+    "stack_trace",
+    "stacktrace",
+    "traceback",
+    "backtrace",
+];
 
 /// Replaces structured log records (a JSON object per line, as Docker, pino
 /// or structlog write them, or one pretty-printed object) by their text.
 fn expand_json_records(text: &str) -> String {
     let trimmed = text.trim();
-    if trimmed.starts_with('{') && trimmed.ends_with('}') {
-        if let Some(expanded) = record_text(trimmed) {
-            return expanded;
-        }
+    if trimmed.starts_with('{')
+        && trimmed.ends_with('}')
+        && let Some(expanded) = record_text(trimmed)
+    {
+        return expanded;
     }
     if !text.contains("{\"") {
         return text.to_owned();
@@ -167,7 +186,10 @@ fn expand_json_records(text: &str) -> String {
         .map(|line| {
             let candidate = line.trim();
             let is_record = candidate.starts_with('{') && candidate.ends_with('}');
-            is_record.then(|| record_text(candidate)).flatten().unwrap_or_else(|| line.to_owned())
+            is_record
+                .then(|| record_text(candidate))
+                .flatten()
+                .unwrap_or_else(|| line.to_owned())
         })
         .collect();
     lines.join("\n")
@@ -189,13 +211,15 @@ fn collect_text(value: &serde_json::Value, parts: &mut Vec<String>, depth: usize
     }
     match value {
         Value::String(text) => parts.push(text.trim_end_matches(['\n', '\r']).to_owned()),
-        Value::Array(items) => items.iter().for_each(|item| collect_text(item, parts, depth + 1)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_text(item, parts, depth + 1)),
         Value::Object(map) => {
-            if let Some(stack) = STACK_KEYS.iter().find_map(|key| map.get(*key)) {
-                if depth > 0 {
-                    collect_text(stack, parts, depth + 1);
-                    return;
-                }
+            if depth > 0
+                && let Some(stack) = STACK_KEYS.iter().find_map(|key| map.get(*key))
+            {
+                collect_text(stack, parts, depth + 1);
+                return;
             }
             for key in TEXT_KEYS {
                 if let Some(field) = map.get(key) {
@@ -211,10 +235,12 @@ fn collect_text(value: &serde_json::Value, parts: &mut Vec<String>, depth: usize
 /// holds more escaped newlines than real ones (a trace inside a JSON log line).
 fn unescape_json(text: &str) -> String {
     let trimmed = text.trim();
-    if trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"') {
-        if let Ok(decoded) = serde_json::from_str::<String>(trimmed) {
-            return unescape_json(&decoded);
-        }
+    if trimmed.len() >= 2
+        && trimmed.starts_with('"')
+        && trimmed.ends_with('"')
+        && let Ok(decoded) = serde_json::from_str::<String>(trimmed)
+    {
+        return unescape_json(&decoded);
     }
 
     let mut current = text.to_owned();
@@ -369,7 +395,10 @@ fn reindent(piece: &str) -> String {
         "    "
     } else if piece.starts_with("from ") || piece.ends_with("+0x0") || is_go_location(piece) {
         "\t"
-    } else if piece.split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok()) {
+    } else if piece
+        .split_once(':')
+        .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+    {
         "   "
     } else {
         ""
@@ -408,14 +437,22 @@ fn learn_prefix(lines: &[String]) -> Option<Regex> {
         if before.is_empty() || before.len() > MAX_PREFIX_LEN {
             continue;
         }
-        *shapes.entry(DIGITS.replace_all(before, "0").into_owned()).or_default() += 1;
+        *shapes
+            .entry(DIGITS.replace_all(before, "0").into_owned())
+            .or_default() += 1;
     }
 
-    let (shape, count) = shapes.into_iter().max_by_key(|(shape, count)| (*count, shape.len()))?;
+    let (shape, count) = shapes
+        .into_iter()
+        .max_by_key(|(shape, count)| (*count, shape.len()))?;
     if count < 2 || count * 2 < marker_lines {
         return None;
     }
-    let pattern = shape.split('0').map(regex::escape).collect::<Vec<_>>().join(r"\d+");
+    let pattern = shape
+        .split('0')
+        .map(regex::escape)
+        .collect::<Vec<_>>()
+        .join(r"\d+");
     Regex::new(&format!("^{pattern}")).ok()
 }
 
@@ -444,20 +481,27 @@ mod tests {
     fn docker_json_log_records_become_their_text() {
         let text = "{\"log\":\"Error: boom\\n\",\"stream\":\"stderr\"}\n\
                     {\"log\":\"    at run (/app/a.js:1:2)\\n\",\"stream\":\"stderr\"}";
-        assert_eq!(lines(text), vec!["Error: boom", "    at run (/app/a.js:1:2)"]);
+        assert_eq!(
+            lines(text),
+            vec!["Error: boom", "    at run (/app/a.js:1:2)"]
+        );
     }
 
     #[test]
     fn pino_record_gives_message_then_error_stack() {
         let text = r#"{"level":50,"msg":"job failed","err":{"type":"Error","message":"boom","stack":"Error: boom\n    at run (/app/a.js:1:2)"}}"#;
-        assert_eq!(lines(text), vec!["job failed", "Error: boom", "    at run (/app/a.js:1:2)"]);
+        assert_eq!(
+            lines(text),
+            vec!["job failed", "Error: boom", "    at run (/app/a.js:1:2)"]
+        );
     }
 
     #[test]
     fn html_entities_are_decoded() {
-        assert_eq!(lines("undefined method &#x60;x&#x27; &lt;main&gt;"), vec![
-            "undefined method `x' <main>"
-        ]);
+        assert_eq!(
+            lines("undefined method &#x60;x&#x27; &lt;main&gt;"),
+            vec!["undefined method `x' <main>"]
+        );
     }
 
     #[test]
@@ -465,11 +509,14 @@ mod tests {
         let text = "2024-01-01 10:00:01.123 app | Error: boom\n\
                     2024-01-01 10:00:01.124 app |     at run (/app/a.js:1:2)\n\
                     2024-01-01 10:00:01.125 app |     at main (/app/b.js:3:4)";
-        assert_eq!(lines(text), vec![
-            " Error: boom",
-            "     at run (/app/a.js:1:2)",
-            "     at main (/app/b.js:3:4)"
-        ]);
+        assert_eq!(
+            lines(text),
+            vec![
+                " Error: boom",
+                "     at run (/app/a.js:1:2)",
+                "     at main (/app/b.js:3:4)"
+            ]
+        );
     }
 
     #[test]
@@ -477,12 +524,15 @@ mod tests {
         let text = "Traceback (most recent call last): File \"/app/jobs.py\", line 9, in run \
                     handle(payload) File \"/app/jobs.py\", line 4, in handle return payload['id'] \
                     KeyError: 'id'";
-        assert_eq!(lines(text), vec![
-            "Traceback (most recent call last):",
-            "  File \"/app/jobs.py\", line 9, in run handle(payload)",
-            "  File \"/app/jobs.py\", line 4, in handle return payload['id']",
-            "KeyError: 'id'",
-        ]);
+        assert_eq!(
+            lines(text),
+            vec![
+                "Traceback (most recent call last):",
+                "  File \"/app/jobs.py\", line 9, in run handle(payload)",
+                "  File \"/app/jobs.py\", line 4, in handle return payload['id']",
+                "KeyError: 'id'",
+            ]
+        );
     }
 
     #[test]

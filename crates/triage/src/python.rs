@@ -27,7 +27,10 @@ const CONTEXT_MARKER: &str = "During handling of the above exception, another ex
 
 /// Counts the lines that only a Python traceback prints.
 pub(crate) fn score(lines: &[String]) -> usize {
-    let frames = lines.iter().filter(|l| FRAME.is_match(l) || FRAME_IPYTHON.is_match(l)).count();
+    let frames = lines
+        .iter()
+        .filter(|l| FRAME.is_match(l) || FRAME_IPYTHON.is_match(l))
+        .count();
     let headers = lines.iter().filter(|l| HEADER.is_match(l)).count();
     frames * 2 + headers * 3
 }
@@ -61,7 +64,9 @@ impl State {
     }
 
     fn current_has_error(&self) -> bool {
-        self.current.as_ref().is_some_and(|b| !b.error.error_type.is_empty())
+        self.current
+            .as_ref()
+            .is_some_and(|b| !b.error.error_type.is_empty())
     }
 }
 
@@ -105,7 +110,9 @@ fn parse_line(state: &mut State, line: &str) {
 }
 
 fn match_frame(line: &str) -> Option<(String, Option<u32>, Option<String>)> {
-    let caps = FRAME.captures(line).or_else(|| FRAME_IPYTHON.captures(line))?;
+    let caps = FRAME
+        .captures(line)
+        .or_else(|| FRAME_IPYTHON.captures(line))?;
     let file = caps.get(1)?.as_str().to_owned();
     let line_no = caps.get(2).and_then(|m| number(m.as_str()));
     let function = caps.get(3).map(|m| m.as_str().to_owned());
@@ -142,7 +149,11 @@ fn exception_line(line: &str) -> Option<ErrorLine> {
     let message = caps.get(2).map_or("", |m| m.as_str()).trim().to_owned();
     let short = qualified.rsplit('.').next().unwrap_or(qualified);
     let qualified = (short != qualified).then(|| qualified.to_owned());
-    Some(ErrorLine { error_type: short.to_owned(), qualified, message })
+    Some(ErrorLine {
+        error_type: short.to_owned(),
+        qualified,
+        message,
+    })
 }
 
 /// When no exception line survived (a truncated paste), falls back to the
@@ -162,10 +173,21 @@ fn repr_error(line: &str) -> Option<ErrorLine> {
     let error_type = caps.get(1)?.as_str().to_owned();
     let args = caps.get(2)?.as_str().trim().trim_end_matches(',').trim();
     // Python 2 unicode literals print as u'...'.
-    let args = args.strip_prefix('u').filter(|a| a.starts_with('\'')).unwrap_or(args);
+    let args = args
+        .strip_prefix('u')
+        .filter(|a| a.starts_with('\''))
+        .unwrap_or(args);
     // str() of a KeyError is the repr of its key; of other errors, the text.
-    let message = if error_type == "KeyError" { args } else { strip_quotes(args) };
-    Some(ErrorLine { error_type, qualified: None, message: message.to_owned() })
+    let message = if error_type == "KeyError" {
+        args
+    } else {
+        strip_quotes(args)
+    };
+    Some(ErrorLine {
+        error_type,
+        qualified: None,
+        message: message.to_owned(),
+    })
 }
 
 fn strip_quotes(text: &str) -> &str {
@@ -192,7 +214,10 @@ mod tests {
              Traceback (most recent call last):\n  File \"/app/a.py\", line 3, in run\n    x()",
         ));
         let error = &parsed.blocks[0].error;
-        assert_eq!((error.error_type.as_str(), error.message.as_str()), ("KeyError", "'analyzer'"));
+        assert_eq!(
+            (error.error_type.as_str(), error.message.as_str()),
+            ("KeyError", "'analyzer'")
+        );
     }
 
     #[test]

@@ -12,9 +12,8 @@ use crate::normalize::re;
 static TYPE_FIELD: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)^\s*\*\*(?:error|exception)(?: type| class)?\s*:?\s*\*\*\s*:?\s*(.+)$")
 });
-static MESSAGE_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)^\s*\*\*(?:error |exception )?message\s*:?\s*\*\*\s*:?\s*(.+)$")
-});
+static MESSAGE_FIELD: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)^\s*\*\*(?:error |exception )?message\s*:?\s*\*\*\s*:?\s*(.+)$"));
 /// Bugsnag's title: `**NoMethodError** in **worker#queue**`.
 static BOLD_TITLE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*\*\*([A-Z][\w:.]*)\*\*(?:\s+in\s+.*)?\s*$"));
@@ -26,7 +25,11 @@ const MAX_MESSAGE_CHARS: usize = 500;
 pub(crate) fn markdown_error(lines: &[String]) -> Option<ErrorLine> {
     if let Some(error_type) = lines.iter().find_map(|line| field(&TYPE_FIELD, line)) {
         let message = lines.iter().find_map(|line| field(&MESSAGE_FIELD, line));
-        return Some(ErrorLine { error_type, qualified: None, message: message.unwrap_or_default() });
+        return Some(ErrorLine {
+            error_type,
+            qualified: None,
+            message: message.unwrap_or_default(),
+        });
     }
     let (index, error_type) = lines.iter().enumerate().find_map(|(index, line)| {
         let caps = BOLD_TITLE.captures(line)?;
@@ -38,7 +41,11 @@ pub(crate) fn markdown_error(lines: &[String]) -> Option<ErrorLine> {
         .find(|line| !line.is_empty())
         .filter(|line| !line.starts_with(['#', '[', '`', '*', '|']))
         .unwrap_or_default();
-    Some(ErrorLine { error_type, qualified: None, message: message.to_owned() })
+    Some(ErrorLine {
+        error_type,
+        qualified: None,
+        message: message.to_owned(),
+    })
 }
 
 fn field(pattern: &Regex, line: &str) -> Option<String> {
@@ -67,14 +74,24 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
     }
     let mentions = |line: &&String| {
         let lower = line.to_lowercase();
-        ["error", "exception", "panic", "fatal", "fail"].iter().any(|w| lower.contains(w))
+        ["error", "exception", "panic", "fatal", "fail"]
+            .iter()
+            .any(|w| lower.contains(w))
     };
     let line = lines
         .iter()
         .find(mentions)
         .or_else(|| lines.iter().find(|line| !line.trim().is_empty()));
-    let message: String = line.map_or("", |l| l.trim()).chars().take(MAX_MESSAGE_CHARS).collect();
-    ErrorLine { error_type: String::new(), qualified: None, message }
+    let message: String = line
+        .map_or("", |l| l.trim())
+        .chars()
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    ErrorLine {
+        error_type: String::new(),
+        qualified: None,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -83,7 +100,10 @@ mod tests {
 
     #[test]
     fn inline_code_with_backticks_inside_is_unwrapped() {
-        assert_eq!(strip_inline_code("`` undefined method `pos' ``"), "undefined method `pos'");
+        assert_eq!(
+            strip_inline_code("`` undefined method `pos' ``"),
+            "undefined method `pos'"
+        );
         assert_eq!(strip_inline_code("`NoMethodError`"), "NoMethodError");
     }
 }

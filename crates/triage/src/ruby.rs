@@ -24,7 +24,11 @@ const HEADER_LOOKBACK: usize = 5;
 
 /// Counts the lines that only a Ruby backtrace prints.
 pub(crate) fn score(lines: &[String]) -> usize {
-    lines.iter().filter(|line| parse_frame(line).is_some()).count() * 2
+    lines
+        .iter()
+        .filter(|line| parse_frame(line).is_some())
+        .count()
+        * 2
 }
 
 /// One frame and, on an uncaught error's first line, the error itself.
@@ -32,7 +36,10 @@ fn parse_frame_and_error(line: &str) -> Option<(Frame, Option<ErrorLine>)> {
     if let Some(caps) = DASH_FRAME.captures(line) {
         let file = caps.get(1)?.as_str();
         let line_no = caps.get(2).and_then(|m| number(m.as_str()));
-        return Some((frame(file, line_no, None, caps.get(3).map(|m| m.as_str())), None));
+        return Some((
+            frame(file, line_no, None, caps.get(3).map(|m| m.as_str())),
+            None,
+        ));
     }
     let caps = FRAME.captures(line)?;
     let file = caps.get(1)?.as_str();
@@ -68,7 +75,10 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
             continue;
         };
         let current = block.get_or_insert_with(|| {
-            let error = error.clone().or_else(|| header_above(lines, index)).unwrap_or_default();
+            let error = error
+                .clone()
+                .or_else(|| header_above(lines, index))
+                .unwrap_or_default();
             Block::new(error, Link::Independent)
         });
         current.push_frame(frame);
@@ -81,5 +91,8 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
 
 fn header_above(lines: &[String], first_frame: usize) -> Option<ErrorLine> {
     let from = first_frame.saturating_sub(HEADER_LOOKBACK);
-    lines[from..first_frame].iter().rev().find_map(|line| find_error_token(line))
+    lines[from..first_frame]
+        .iter()
+        .rev()
+        .find_map(|line| find_error_token(line))
 }

@@ -10,7 +10,8 @@ use crate::block::{Block, ErrorLine, Link, Parsed, frame, number};
 use crate::model::Frame;
 use crate::normalize::re;
 
-static PANIC_START: LazyLock<Regex> = LazyLock::new(|| re(r"thread '([^']*)'(?: \(\d+\))? panicked at "));
+static PANIC_START: LazyLock<Regex> =
+    LazyLock::new(|| re(r"thread '([^']*)'(?: \(\d+\))? panicked at "));
 /// Before Rust 1.73: `'message', file:line(:col)` (the message may span lines).
 static OLD_TAIL: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?s)^'(.*)', (\S+?):(\d+)(?::(\d+))?\s*$"));
@@ -27,9 +28,15 @@ const MAX_MESSAGE_LINES: usize = 40;
 
 /// Counts the lines that only a Rust panic prints.
 pub(crate) fn score(lines: &[String]) -> usize {
-    let panics = lines.iter().filter(|line| PANIC_START.is_match(line)).count();
+    let panics = lines
+        .iter()
+        .filter(|line| PANIC_START.is_match(line))
+        .count();
     let backtraces = lines.iter().filter(|line| BACKTRACE.is_match(line)).count();
-    let locations = lines.iter().filter(|line| AT.is_match(line) && line.contains(".rs:")).count();
+    let locations = lines
+        .iter()
+        .filter(|line| AT.is_match(line) && line.contains(".rs:"))
+        .count();
     (panics + backtraces) * 5 + locations * 2
 }
 
@@ -71,7 +78,11 @@ fn parse_panic(lines: &[String]) -> Option<Panic> {
     }
     let caps = NEW_TAIL.captures(tail)?;
     let inline = caps.get(4).map_or("", |m| m.as_str()).trim();
-    let message = if inline.is_empty() { new_format_message(&lines[1..]) } else { inline.to_owned() };
+    let message = if inline.is_empty() {
+        new_format_message(&lines[1..])
+    } else {
+        inline.to_owned()
+    };
     Some(Panic {
         thread,
         error: panic_error(message),
@@ -118,7 +129,11 @@ fn new_format_message(rest: &[String]) -> String {
 }
 
 fn panic_error(message: String) -> ErrorLine {
-    ErrorLine { error_type: "panic".to_owned(), qualified: None, message }
+    ErrorLine {
+        error_type: "panic".to_owned(),
+        qualified: None,
+        message,
+    }
 }
 
 /// The frames after `stack backtrace:`, innermost first, each symbol with
@@ -182,13 +197,18 @@ fn is_panic_machinery(symbol: &str) -> bool {
         return true;
     }
     let root = symbol_crate(symbol);
-    matches!(root, "std" | "core" | "alloc" | "backtrace" | "panic_unwind")
+    matches!(
+        root,
+        "std" | "core" | "alloc" | "backtrace" | "panic_unwind"
+    )
 }
 
 /// The crate a symbol belongs to: `a::b::c` is `a`, `<a::T as b::Tr>::f` is `a`.
 pub(crate) fn symbol_crate(symbol: &str) -> &str {
     let symbol = symbol.trim_start_matches(['<', '&', '*', ' ', '_']);
     let symbol = symbol.strip_prefix("mut ").unwrap_or(symbol);
-    let end = symbol.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(symbol.len());
+    let end = symbol
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(symbol.len());
     &symbol[..end]
 }

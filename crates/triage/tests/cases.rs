@@ -41,12 +41,28 @@ fn actual_frame(frame: &Frame) -> Expected {
 fn check_case(id: &str) {
     let case = case(id);
     let expected = &case["expected"];
-    let trace = parse(case["trace"].as_str().expect("trace is text"), &ParseOptions::default());
+    let trace = parse(
+        case["trace"].as_str().expect("trace is text"),
+        &ParseOptions::default(),
+    );
 
-    assert_eq!(trace.error_type, expected["error_type"].as_str().unwrap_or(""), "{id}: error type");
-    assert_eq!(trace.message, expected["message"].as_str().unwrap_or(""), "{id}: message");
+    assert_eq!(
+        trace.error_type,
+        expected["error_type"].as_str().unwrap_or(""),
+        "{id}: error type"
+    );
+    assert_eq!(
+        trace.message,
+        expected["message"].as_str().unwrap_or(""),
+        "{id}: message"
+    );
 
-    let want: Vec<Expected> = expected["app_frames"].as_array().expect("app_frames").iter().map(expected_frame).collect();
+    let want: Vec<Expected> = expected["app_frames"]
+        .as_array()
+        .expect("app_frames")
+        .iter()
+        .map(expected_frame)
+        .collect();
     let got: Vec<Expected> = trace.app_frames().map(actual_frame).collect();
     assert_eq!(got, want, "{id}: in-app frames, innermost first");
 
@@ -55,17 +71,33 @@ fn check_case(id: &str) {
 }
 
 fn check_root(id: &str, trace: &Trace, expected: &Value) {
-    let app_index = trace.root_frame.map(|root| trace.frames[..root].iter().filter(|f| f.in_app).count());
-    assert_eq!(app_index, expected["root_frame_index"].as_u64().map(|i| i as usize), "{id}: root frame");
+    let app_index = trace
+        .root_frame
+        .map(|root| trace.frames[..root].iter().filter(|f| f.in_app).count());
+    assert_eq!(
+        app_index,
+        expected["root_frame_index"].as_u64().map(|i| i as usize),
+        "{id}: root frame"
+    );
     if let Some(library_root) = expected.get("library_root") {
-        let got = trace.library_root.map(|index| actual_frame(&trace.frames[index]));
-        assert_eq!(got, Some(expected_frame(library_root)), "{id}: library root");
+        let got = trace
+            .library_root
+            .map(|index| actual_frame(&trace.frames[index]));
+        assert_eq!(
+            got,
+            Some(expected_frame(library_root)),
+            "{id}: library root"
+        );
     }
 }
 
 fn check_extra_facts(id: &str, trace: &Trace, expected: &Value) {
     if let Some(qualified) = expected.get("qualified_error_type") {
-        assert_eq!(trace.qualified_error_type.as_deref(), qualified.as_str(), "{id}: qualified type");
+        assert_eq!(
+            trace.qualified_error_type.as_deref(),
+            qualified.as_str(),
+            "{id}: qualified type"
+        );
     }
     if let Some(thread) = expected.get("thread") {
         assert_eq!(trace.thread.as_deref(), thread.as_str(), "{id}: thread");
@@ -77,21 +109,43 @@ fn check_extra_facts(id: &str, trace: &Trace, expected: &Value) {
         assert_eq!(trace.chain.len(), chain.len(), "{id}: chain length");
     }
     if let Some(wrapper) = expected.get("wrapper_error") {
-        let outer = trace.chain.last().map(|e| (e.error_type.as_str(), e.message.as_str()));
-        let want = (wrapper["error_type"].as_str().unwrap_or(""), wrapper["message"].as_str().unwrap_or(""));
+        let outer = trace
+            .chain
+            .last()
+            .map(|e| (e.error_type.as_str(), e.message.as_str()));
+        let want = (
+            wrapper["error_type"].as_str().unwrap_or(""),
+            wrapper["message"].as_str().unwrap_or(""),
+        );
         assert_eq!(outer, Some(want), "{id}: wrapper error");
     }
     if let Some(secondary) = expected["secondary_errors"].as_array() {
-        let got: Vec<(&str, &str)> = trace.secondary.iter().map(|e| (e.error_type.as_str(), e.message.as_str())).collect();
+        let got: Vec<(&str, &str)> = trace
+            .secondary
+            .iter()
+            .map(|e| (e.error_type.as_str(), e.message.as_str()))
+            .collect();
         let want: Vec<(&str, &str)> = secondary
             .iter()
-            .map(|e| (e["error_type"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+            .map(|e| {
+                (
+                    e["error_type"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or(""),
+                )
+            })
             .collect();
         assert_eq!(got, want, "{id}: secondary errors");
     }
     if let Some(raise_site) = expected.get("raise_site") {
-        assert_eq!(trace.frames.first().map(actual_frame), Some(expected_frame(raise_site)), "{id}: raise site");
-        assert!(!trace.frames[0].in_app, "{id}: the raise site is library code");
+        assert_eq!(
+            trace.frames.first().map(actual_frame),
+            Some(expected_frame(raise_site)),
+            "{id}: raise site"
+        );
+        assert!(
+            !trace.frames[0].in_app,
+            "{id}: the raise site is library code"
+        );
     }
 }
 
@@ -133,10 +187,18 @@ fn fixture_has_a_test_for_every_case() {
     let ids: Vec<String> = FIXTURES
         .lines()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str::<Value>(line).expect("fixture line is JSON")["id"].as_str().unwrap_or("").to_owned())
+        .map(|line| {
+            serde_json::from_str::<Value>(line).expect("fixture line is JSON")["id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     let tested = include_str!("cases.rs");
     for id in ids {
-        assert!(tested.contains(&format!("=> \"{id}\"")), "case {id} has no test");
+        assert!(
+            tested.contains(&format!("=> \"{id}\"")),
+            "case {id} has no test"
+        );
     }
 }

@@ -24,7 +24,10 @@ fn parse_default(text: &str) -> Trace {
 
 /// (file, line, function) of every in-app frame.
 fn app(trace: &Trace) -> Vec<(String, Option<u32>, Option<String>)> {
-    trace.app_frames().map(|f| (f.file.clone(), f.line, f.function.clone())).collect()
+    trace
+        .app_frames()
+        .map(|f| (f.file.clone(), f.line, f.function.clone()))
+        .collect()
 }
 
 fn assert_python_baseline(trace: &Trace, how: &str) {
@@ -34,8 +37,16 @@ fn assert_python_baseline(trace: &Trace, how: &str) {
     assert_eq!(
         app(trace),
         vec![
-            ("/srv/shop/orders/pricing.py".to_owned(), Some(12), Some("compute_total".to_owned())),
-            ("/srv/shop/orders/tasks.py".to_owned(), Some(40), Some("sync_order".to_owned())),
+            (
+                "/srv/shop/orders/pricing.py".to_owned(),
+                Some(12),
+                Some("compute_total".to_owned())
+            ),
+            (
+                "/srv/shop/orders/tasks.py".to_owned(),
+                Some(40),
+                Some("sync_order".to_owned())
+            ),
         ],
         "{how}"
     );
@@ -43,7 +54,11 @@ fn assert_python_baseline(trace: &Trace, how: &str) {
 }
 
 fn prefixed(text: &str, prefix: impl Fn(usize) -> String) -> String {
-    text.lines().enumerate().map(|(i, line)| format!("{}{line}", prefix(i))).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| format!("{}{line}", prefix(i)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -58,7 +73,9 @@ fn python_trace_parses_with_crlf_line_endings() {
 
 #[test]
 fn python_trace_parses_behind_a_kubernetes_timestamp_prefix() {
-    let text = prefixed(PYTHON, |i| format!("2024-05-01T12:00:{:02}.{:06}Z stderr F ", i % 60, i * 7919));
+    let text = prefixed(PYTHON, |i| {
+        format!("2024-05-01T12:00:{:02}.{:06}Z stderr F ", i % 60, i * 7919)
+    });
     assert_python_baseline(&parse_default(&text), "k8s prefix");
 }
 
@@ -70,7 +87,10 @@ fn python_trace_parses_behind_a_docker_compose_prefix_of_another_service() {
 
 #[test]
 fn python_trace_parses_quoted_in_markdown() {
-    let text = format!("The job keeps failing:\n\n{}\n\nAny idea?", prefixed(PYTHON, |_| "> ".to_owned()));
+    let text = format!(
+        "The job keeps failing:\n\n{}\n\nAny idea?",
+        prefixed(PYTHON, |_| "> ".to_owned())
+    );
     assert_python_baseline(&parse_default(&text), "markdown quote");
 }
 
@@ -109,14 +129,25 @@ fn python_trace_parses_with_ansi_colours() {
 fn python_chain_reports_the_first_exception_as_root_cause() {
     let text = include_str!("fixtures/python_cause.txt");
     let trace = parse_default(text);
-    assert_eq!((trace.error_type.as_str(), trace.message.as_str()), ("KeyError", "'pro'"));
+    assert_eq!(
+        (trace.error_type.as_str(), trace.message.as_str()),
+        ("KeyError", "'pro'")
+    );
     let chain: Vec<&str> = trace.chain.iter().map(|e| e.error_type.as_str()).collect();
     assert_eq!(chain, vec!["KeyError", "ChargeFailed"]);
     assert_eq!(
         app(&trace),
         vec![
-            ("/app/jobs/billing.py".to_owned(), Some(11), Some("price_for".to_owned())),
-            ("/app/jobs/billing.py".to_owned(), Some(16), Some("charge".to_owned())),
+            (
+                "/app/jobs/billing.py".to_owned(),
+                Some(11),
+                Some("price_for".to_owned())
+            ),
+            (
+                "/app/jobs/billing.py".to_owned(),
+                Some(16),
+                Some("charge".to_owned())
+            ),
         ]
     );
 }
@@ -138,16 +169,35 @@ fn node_cause_chain_captured_from_node_reports_the_cause() {
     let trace = parse_default(include_str!("fixtures/node_cause.txt"));
     assert_eq!(trace.language, Language::JavaScript);
     assert_eq!(trace.error_type, "TypeError");
-    assert_eq!(trace.message, "Cannot read properties of undefined (reading 'name')");
+    assert_eq!(
+        trace.message,
+        "Cannot read properties of undefined (reading 'name')"
+    );
     assert_eq!(trace.chain.len(), 2);
     assert_eq!(trace.chain[1].message, "send_email failed for job 42");
     assert_eq!(
         app(&trace),
         vec![
-            ("/srv/app/jobs/send_email.js".to_owned(), Some(3), Some("renderGreeting".to_owned())),
-            ("/srv/app/jobs/send_email.js".to_owned(), Some(8), Some("sendEmail".to_owned())),
-            ("/srv/app/worker.js".to_owned(), Some(5), Some("runJob".to_owned())),
-            ("/srv/app/worker.js".to_owned(), Some(8), Some("Object.<anonymous>".to_owned())),
+            (
+                "/srv/app/jobs/send_email.js".to_owned(),
+                Some(3),
+                Some("renderGreeting".to_owned())
+            ),
+            (
+                "/srv/app/jobs/send_email.js".to_owned(),
+                Some(8),
+                Some("sendEmail".to_owned())
+            ),
+            (
+                "/srv/app/worker.js".to_owned(),
+                Some(5),
+                Some("runJob".to_owned())
+            ),
+            (
+                "/srv/app/worker.js".to_owned(),
+                Some(8),
+                Some("Object.<anonymous>".to_owned())
+            ),
         ]
     );
 }
@@ -160,7 +210,14 @@ fn node_trace_parses_flattened_and_behind_a_prefix() {
     let trace = parse_default(text);
     assert_eq!(trace.error_type, "Error");
     assert_eq!(trace.message, "connect ECONNREFUSED 127.0.0.1:6379");
-    assert_eq!(app(&trace), vec![("/srv/app/mail.js".to_owned(), Some(20), Some("sendMail".to_owned()))]);
+    assert_eq!(
+        app(&trace),
+        vec![(
+            "/srv/app/mail.js".to_owned(),
+            Some(20),
+            Some("sendMail".to_owned())
+        )]
+    );
 }
 
 #[test]
@@ -169,9 +226,19 @@ fn java_cause_chain_captured_from_the_jvm_reports_the_cause() {
     assert_eq!(trace.language, Language::Java);
     assert_eq!(trace.error_type, "java.lang.ArrayIndexOutOfBoundsException");
     assert_eq!(trace.message, "Index 0 out of bounds for length 0");
-    assert_eq!(trace.chain.last().map(|e| e.error_type.as_str()), Some("java.lang.IllegalStateException"));
+    assert_eq!(
+        trace.chain.last().map(|e| e.error_type.as_str()),
+        Some("java.lang.IllegalStateException")
+    );
     let functions: Vec<String> = app(&trace).into_iter().filter_map(|(_, _, f)| f).collect();
-    assert_eq!(functions, vec!["com.acme.jobs.ReportJob.firstRow", "com.acme.jobs.ReportJob.run", "com.acme.jobs.ReportJob.main"]);
+    assert_eq!(
+        functions,
+        vec![
+            "com.acme.jobs.ReportJob.firstRow",
+            "com.acme.jobs.ReportJob.run",
+            "com.acme.jobs.ReportJob.main"
+        ]
+    );
     assert_eq!(trace.root_frame, Some(1));
 }
 
@@ -180,12 +247,23 @@ fn rust_full_backtrace_captured_from_rustc_keeps_only_app_frames() {
     let trace = parse_default(include_str!("fixtures/rust_full_backtrace.txt"));
     assert_eq!(trace.language, Language::Rust);
     assert_eq!(trace.thread.as_deref(), Some("main"));
-    assert_eq!(trace.message, "attempts must be a number: ParseIntError { kind: InvalidDigit }");
+    assert_eq!(
+        trace.message,
+        "attempts must be a number: ParseIntError { kind: InvalidDigit }"
+    );
     assert_eq!(
         app(&trace),
         vec![
-            ("/build/worker/src/main.rs".to_owned(), Some(2), Some("main::parse_attempts".to_owned())),
-            ("/build/worker/src/main.rs".to_owned(), Some(6), Some("main::main".to_owned())),
+            (
+                "/build/worker/src/main.rs".to_owned(),
+                Some(2),
+                Some("main::parse_attempts".to_owned())
+            ),
+            (
+                "/build/worker/src/main.rs".to_owned(),
+                Some(6),
+                Some("main::main".to_owned())
+            ),
         ]
     );
 }
@@ -199,10 +277,17 @@ fn go_panic_with_tabs_keeps_stdlib_and_module_cache_out_of_the_app() {
                 created by github.com/hibiken/asynq.(*processor).exec in goroutine 5\n\t/go/pkg/mod/github.com/hibiken/asynq@v0.24.1/processor.go:208 +0x1f\n\n\
                 goroutine 1 [select]:\nmain.main()\n\t/app/main.go:12 +0x20";
     let trace = parse_default(text);
-    assert_eq!((trace.error_type.as_str(), trace.message.as_str()), ("panic", "send on closed channel"));
+    assert_eq!(
+        (trace.error_type.as_str(), trace.message.as_str()),
+        ("panic", "send on closed channel")
+    );
     assert_eq!(
         app(&trace),
-        vec![("/app/mailer/send.go".to_owned(), Some(31), Some("github.com/acme/jobs/mailer.(*Mailer).Send".to_owned()))]
+        vec![(
+            "/app/mailer/send.go".to_owned(),
+            Some(31),
+            Some("github.com/acme/jobs/mailer.(*Mailer).Send".to_owned())
+        )]
     );
 }
 
@@ -212,19 +297,37 @@ fn ruby_uncaught_error_line_names_type_message_and_first_frame() {
                 \tfrom /usr/local/bundle/gems/sidekiq-7.1.0/lib/sidekiq/processor.rb:202:in `execute_job'\n\
                 \tfrom /app/lib/runner.rb:3:in 'Runner#call'";
     let trace = parse_default(text);
-    assert_eq!((trace.error_type.as_str(), trace.message.as_str()), ("NoMethodError", "undefined method `id' for nil"));
+    assert_eq!(
+        (trace.error_type.as_str(), trace.message.as_str()),
+        ("NoMethodError", "undefined method `id' for nil")
+    );
     assert_eq!(
         app(&trace),
         vec![
-            ("/app/jobs/sync_job.rb".to_owned(), Some(14), Some("perform".to_owned())),
-            ("/app/lib/runner.rb".to_owned(), Some(3), Some("Runner#call".to_owned())),
+            (
+                "/app/jobs/sync_job.rb".to_owned(),
+                Some(14),
+                Some("perform".to_owned())
+            ),
+            (
+                "/app/lib/runner.rb".to_owned(),
+                Some(3),
+                Some("Runner#call".to_owned())
+            ),
         ]
     );
 }
 
 #[test]
 fn garbage_input_gives_an_unknown_trace_without_frames() {
-    for text in ["", "   \n\n", "hello world", "\u{0}\u{1}\u{fffd}binary", "at at at (((:::", "File \"x"] {
+    for text in [
+        "",
+        "   \n\n",
+        "hello world",
+        "\u{0}\u{1}\u{fffd}binary",
+        "at at at (((:::",
+        "File \"x",
+    ] {
         let trace = parse_default(text);
         assert_eq!(trace.language, Language::Unknown, "{text:?}");
         assert!(trace.frames.is_empty(), "{text:?}");
@@ -244,7 +347,11 @@ fn two_megabyte_input_returns_quickly_and_says_it_was_cut() {
     let text = noise.repeat(2100) + PYTHON;
     let started = Instant::now();
     let trace = parse_default(&text);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(trace.input_truncated);
 }
 
@@ -253,5 +360,9 @@ fn two_megabyte_single_line_returns_quickly() {
     let text = "(".repeat(1 << 20) + &"at x (".repeat(200_000);
     let started = Instant::now();
     let _ = parse_default(&text);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
