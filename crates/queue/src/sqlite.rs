@@ -269,40 +269,37 @@ fn claim_jobs(
     tx.prepare_cached("UPDATE jobs SET state = 0 WHERE queue = ?1 AND state = 1 AND run_at <= ?2")
         .and_then(|mut s| s.execute(params![queue, now]))
         .map_err(storage)?;
-    let seqs: Vec<i64> = {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT seq FROM jobs WHERE queue = ?1 AND state = 0 \
-                 ORDER BY priority, seq LIMIT ?2",
-            )
-            .map_err(storage)?;
-        let rows = stmt
-            .query_map(
-                params![queue, i64::try_from(max).unwrap_or(i64::MAX)],
-                |r| r.get(0),
-            )
-            .map_err(storage)?;
-        rows.collect::<Result<_, _>>().map_err(storage)?
-    };
-    let batch = uuid::Uuid::new_v4().simple().to_string();
-    let mut claimed = Vec::with_capacity(seqs.len());
-    {
-        let sql = format!(
-            "UPDATE jobs SET state = 2, attempts_made = attempts_made + 1, lock_token = ?1, \
-             lock_worker = ?2, lock_until = ?3 WHERE seq = ?4 RETURNING {JOB_COLUMNS}"
-        );
+    // One statement moves the whole batch; the token is shared by the batch and checked
+    // together with the row's own id.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let sql = format!(
+        "UPDATE jobs SET state = 2, attempts_made = attempts_made + 1, lock_token = ?1, \
+         lock_worker = ?2, lock_until = ?3 WHERE seq IN (SELECT seq FROM jobs \
+         WHERE queue = ?4 AND state = 0 ORDER BY priority, seq LIMIT ?5) RETURNING {JOB_COLUMNS}"
+    );
+    let mut claimed: Vec<ActiveJob> = {
         let mut stmt = tx.prepare_cached(&sql).map_err(storage)?;
-        for seq in seqs {
-            let token = format!("{batch}-{seq}");
-            let job = stmt
-                .query_row(
-                    params![token, worker, now.saturating_add(ms(lock)), seq],
-                    read_job,
-                )
-                .map_err(storage)?;
-            claimed.push(ActiveJob { job, token });
-        }
-    }
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let until = now.saturating_add(ms(lock));
+        let rows = stmt
+            .query_map(params![token, worker, until, queue, limit], read_job)
+            .map_err(storage)?;
+        rows.map(|job| {
+            job.map(|job| ActiveJob {
+                job,
+                token: token.clone(),
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(storage)?
+    };
+    // RETURNING gives no order; workers start jobs in priority order.
+    claimed.sort_by_key(|a| {
+        (
+            a.job.opts.priority,
+            a.job.id.0.parse::<i64>().unwrap_or(i64::MAX),
+        )
+    });
     tx.commit().map_err(storage)?;
     Ok(claimed)
 }
@@ -450,25 +447,21 @@ fn apply_retention(
 ) -> Result<(), BackendError> {
     let code = state_code(state);
     if let Some(count) = keep.count {
-        tx.prepare_cached(
-            "DELETE FROM jobs WHERE queue = ?1 AND state = ?2 AND seq NOT IN \
-             (SELECT seq FROM jobs WHERE queue = ?1 AND state = ?2 \
-              ORDER BY finished_at DESC, seq DESC LIMIT ?3)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                queue,
-                code,
-                i64::try_from(count).unwrap_or(i64::MAX)
-            ])
-        })
+        tx.prepare_cached(&format!(
+            "DELETE FROM jobs WHERE queue = ?1 AND state = {code} AND seq NOT IN \
+                 (SELECT seq FROM jobs WHERE queue = ?1 AND state = {code} \
+                  ORDER BY finished_at DESC, seq DESC LIMIT ?2)"
+        ))
+        .and_then(|mut s| s.execute(params![queue, i64::try_from(count).unwrap_or(i64::MAX)]))
         .map_err(storage)?;
     }
     if let Some(age) = keep.age_secs {
         let cutoff = now.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX / 1000) * 1000);
-        tx.prepare_cached("DELETE FROM jobs WHERE queue = ?1 AND state = ?2 AND finished_at < ?3")
-            .and_then(|mut s| s.execute(params![queue, code, cutoff]))
-            .map_err(storage)?;
+        tx.prepare_cached(&format!(
+            "DELETE FROM jobs WHERE queue = ?1 AND state = {code} AND finished_at < ?2"
+        ))
+        .and_then(|mut s| s.execute(params![queue, cutoff]))
+        .map_err(storage)?;
     }
     Ok(())
 }
@@ -760,13 +753,14 @@ impl QueueBackend for SqliteBackend {
         let queue = queue.to_owned();
         self.with_conn(move |conn, _| {
             let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = ?2 \
-                 ORDER BY seq DESC LIMIT ?3"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = {} \
+                 ORDER BY seq DESC LIMIT ?2",
+                state_code(state)
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = stmt
-                .query_map(params![queue, state_code(state), limit], read_job)
+                .query_map(params![queue, limit], read_job)
                 .map_err(storage)?;
             rows.collect::<Result<_, _>>().map_err(storage)
         })
@@ -776,16 +770,18 @@ impl QueueBackend for SqliteBackend {
     async fn counts(&self, queue: &str) -> Result<Counts, BackendError> {
         let queue = queue.to_owned();
         self.with_conn(move |conn, _| {
-            let mut stmt = conn
-                .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE queue = ?1 GROUP BY state")
-                .map_err(storage)?;
-            let rows = stmt
-                .query_map([queue], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u64>(1)?)))
-                .map_err(storage)?;
             let mut counts = Counts::default();
-            for row in rows {
-                let (code, n) = row.map_err(storage)?;
-                counts.add(code_state(code), n);
+            for state in JobState::ALL {
+                // A literal state code lets SQLite use that state's partial index.
+                let sql = format!(
+                    "SELECT COUNT(*) FROM jobs WHERE queue = ?1 AND state = {}",
+                    state_code(state)
+                );
+                let n: u64 = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.query_row([&queue], |r| r.get(0)))
+                    .map_err(storage)?;
+                counts.add(state, n);
             }
             Ok(counts)
         })
