@@ -203,10 +203,20 @@ impl<'k> Reader<'k> {
         let mentioned: Vec<String> = hints::paths_in_prose(nearest)
             .iter()
             .map(|path| hints::resolve_known(path, self.known))
+            .collect();
+        let known: Vec<&String> = mentioned
+            .iter()
             .filter(|path| self.known.contains(path))
             .collect();
+        if let [first, rest @ ..] = known.as_slice()
+            && rest.iter().all(|other| other == first)
+        {
+            return Some((*first).clone());
+        }
+        // "Create `handlers/util.py`:" names a file nobody showed the model; a sentence that
+        // introduces a block and mentions exactly one path is taken at its word.
         match mentioned.as_slice() {
-            [first, rest @ ..] if rest.iter().all(|other| other == first) => Some(first.clone()),
+            [only] if known.is_empty() && nearest.trim_end().ends_with(':') => Some(only.clone()),
             _ => None,
         }
     }
@@ -535,6 +545,15 @@ mod tests {
         let reply = "Here is the updated `signup.py`:\n```python\nimport os\n```\n";
         let edits = parsed(reply, &["handlers/signup.py", "handlers/login.py"]);
         assert_eq!(edits[0].path(), "handlers/signup.py");
+    }
+
+    #[test]
+    fn introducing_sentence_names_a_new_file() {
+        let edits = parsed(
+            "Create a helper in `handlers/util.py`:\n```python\nX = 1\n```\n",
+            &["h.py"],
+        );
+        assert_eq!(edits[0].path(), "handlers/util.py");
     }
 
     #[test]

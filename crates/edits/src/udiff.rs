@@ -33,9 +33,16 @@ pub(crate) fn parse(lines: &[&str], loose: bool, known: &[String]) -> Vec<FileDi
             at += 2;
             continue;
         }
-        if line.starts_with("diff --git ") {
+        if let Some(paths) = line.strip_prefix("diff --git ") {
             finish_hunk(&mut files, &mut hunk);
-            files.push(FileDiff::default());
+            // `diff --git a/x b/x` alone (no `---`/`+++`) still names the file.
+            let path = paths
+                .rsplit_once(" b/")
+                .map(|(_, path)| path.trim().to_owned());
+            files.push(FileDiff {
+                path,
+                ..FileDiff::default()
+            });
         } else if line.starts_with("@@") {
             finish_hunk(&mut files, &mut hunk);
             hunk = Some(Hunk {
@@ -174,16 +181,14 @@ pub(crate) fn apply(content: &str, hunks: &[Hunk]) -> Result<String, HunkMiss> {
 fn apply_hunk(file: &mut Vec<String>, hunk: &Hunk, shift: isize) -> Result<isize, String> {
     let hint = hunk
         .old_start
-        .map(|start| (start.saturating_sub(1) as isize + shift).max(0) as usize);
+        .map(|start| shifted(start.saturating_sub(1), shift));
     let old = hunk.old_lines();
     let new = hunk.new_lines();
     let grew = new.len() as isize - old.len() as isize;
 
     if old.is_empty() {
         // With no old lines, the header names the line to insert after, not the first line.
-        let after = hunk
-            .old_start
-            .map(|start| (start as isize + shift).max(0) as usize);
+        let after = hunk.old_start.map(|start| shifted(start, shift));
         let at = after.unwrap_or(file.len()).min(file.len());
         file.splice(at..at, new.iter().map(|line| (*line).to_owned()));
         return Ok(grew);
@@ -215,6 +220,12 @@ fn apply_hunk(file: &mut Vec<String>, hunk: &Hunk, shift: isize) -> Result<isize
     ))
 }
 
+/// A line number moved by `shift`, kept at zero or above whatever the model wrote.
+fn shifted(line: usize, shift: isize) -> usize {
+    let line = isize::try_from(line).unwrap_or(isize::MAX);
+    usize::try_from(line.saturating_add(shift)).unwrap_or(0)
+}
+
 /// The hunk with up to `fuzz` context lines dropped from each end; `None` once nothing but
 /// additions would be left to anchor it.
 fn trim_context(hunk: &Hunk, fuzz: usize) -> Option<Hunk> {
@@ -232,7 +243,7 @@ fn trim_context(hunk: &Hunk, fuzz: usize) -> Option<Hunk> {
     }
     let end = lines.len().saturating_sub(tail).max(lead);
     let trimmed = Hunk {
-        old_start: hunk.old_start.map(|start| start + lead),
+        old_start: hunk.old_start.map(|start| start.saturating_add(lead)),
         lines: lines[lead..end].to_vec(),
     };
     (!trimmed.old_lines().is_empty()).then_some(trimmed)
@@ -306,6 +317,20 @@ mod tests {
             parse_headerless(&["     x = 1", "-    y = x", "+    y = x + 1", ""]).expect("hunk");
         assert_eq!(hunk.new_lines(), vec!["    x = 1", "    y = x + 1"]);
         assert_eq!(parse_headerless(&["plain text"]), None);
+    }
+
+    #[test]
+    fn absurd_line_numbers_are_only_hints() {
+        let files = diff("@@ -18446744073709551615,3 +99999999999999999999 @@\n-b\n+c\n");
+        assert_eq!(apply("a\nb\n", &files[0].hunks), Ok("a\nc\n".into()));
+        let files = diff("@@ -18446744073709551615,0 +1 @@\n+z\n");
+        assert_eq!(apply("a\n", &files[0].hunks), Ok("a\nz\n".into()));
+    }
+
+    #[test]
+    fn git_header_alone_names_the_file() {
+        let files = diff("diff --git a/src/x.py b/src/x.py\n@@ -1 +1 @@\n-a\n+b\n");
+        assert_eq!(files[0].path.as_deref(), Some("src/x.py"));
     }
 
     #[test]
