@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// A whole-file edit of a file at least this long must keep half its lines.
-const SHRINK_MIN_LINES: usize = 20;
+const SHRINK_MIN_LINES: usize = 10;
 
 /// How much of the SEARCH text an error message quotes.
 const PREVIEW_CHARS: usize = 80;

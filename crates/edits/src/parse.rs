@@ -84,6 +84,7 @@ pub fn parse_reply_detailed(reply: &str, known_files: &[String]) -> Result<Parse
 
     let mut reader = Reader::new(known_files);
     reader.read(&items);
+    reader.drop_excerpts();
     let edits = dedupe(reader.edits);
     if edits.is_empty() {
         return Err(ParseError::NoEdits {
@@ -113,6 +114,8 @@ struct Reader<'k> {
     edits: Vec<Edit>,
     skipped: Vec<Skipped>,
     block: usize,
+    /// Edits aimed at the only known file because their block named none: (edit, block).
+    implicit: Vec<(usize, usize)>,
 }
 
 /// Where a whole-file block's path came from.
@@ -131,6 +134,7 @@ impl<'k> Reader<'k> {
             edits: Vec::new(),
             skipped: Vec::new(),
             block: 0,
+            implicit: Vec::new(),
         }
     }
 
@@ -219,6 +223,41 @@ impl<'k> Reader<'k> {
             [only] if known.is_empty() && nearest.trim_end().ends_with(':') => Some(only.clone()),
             _ => None,
         }
+    }
+
+    /// Among blocks that named no file, a short whole-file block next to a much longer one is
+    /// a quoted excerpt or a usage example, not the file: small models add both around a fix.
+    fn drop_excerpts(&mut self) {
+        let lines_of = |edit: &Edit| match edit {
+            Edit::WholeFile { content, .. } | Edit::ReplaceFunction { content, .. } => {
+                content.lines().count()
+            }
+            Edit::Replace { .. } | Edit::Patch { .. } => 0,
+        };
+        let longest = self
+            .implicit
+            .iter()
+            .map(|&(at, _)| lines_of(&self.edits[at]))
+            .max()
+            .unwrap_or(0);
+        let mut excerpts: Vec<(usize, usize)> = self
+            .implicit
+            .iter()
+            .copied()
+            .filter(|&(at, _)| matches!(self.edits[at], Edit::WholeFile { .. }))
+            .filter(|&(at, _)| lines_of(&self.edits[at]) * 2 < longest)
+            .collect();
+        // Remove from the back so the earlier indices stay valid.
+        excerpts.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (at, block) in excerpts {
+            self.edits.remove(at);
+            self.skipped.push(Skipped {
+                block,
+                reason: "the block looks like an excerpt or example beside a fuller version"
+                    .to_owned(),
+            });
+        }
+        self.skipped.sort_by_key(|skip| skip.block);
     }
 
     fn only_known_file(&self) -> Option<String> {
@@ -354,6 +393,9 @@ impl<'k> Reader<'k> {
             },
             None => Edit::WholeFile { path, content },
         };
+        if source == Source::OnlyKnownFile {
+            self.implicit.push((self.edits.len(), self.block));
+        }
         self.edits.push(edit);
     }
 }
@@ -384,6 +426,10 @@ fn refusal(path: &str, lang: Option<&str>, content: &str, source: Source) -> Opt
     }
     if lang.is_some_and(hints::is_output_lang) || looks_like_output(content) {
         return Some("the block holds program output, not a file".to_owned());
+    }
+    let data_target = matches!(target, Some("json" | "yaml"));
+    if content.trim_start().starts_with(['{', '[']) && !data_target {
+        return Some("the block holds data, not a file".to_owned());
     }
     if hints::looks_like_commands(content) && !is_shell_target {
         return Some("the block holds shell commands, not a file".to_owned());
@@ -529,6 +575,23 @@ mod tests {
                 content: "x = d.get('a')\n".into()
             }]
         );
+    }
+
+    #[test]
+    fn usage_example_after_the_fix_is_not_taken_for_the_file() {
+        let reply = "Fixed:\n```python\ndef handle(p):\n    x = 1\n    return p.get('a')\n```\nUsage:\n```python\nhandle({'a': 1})\n```\n";
+        let parsed = parse_reply_detailed(reply, &known(&["h.py"])).expect("parses");
+        assert!(
+            matches!(&parsed.edits[..], [Edit::ReplaceFunction { .. }]),
+            "{parsed:?}"
+        );
+        assert_eq!(parsed.skipped[0].block, 2);
+    }
+
+    #[test]
+    fn example_payload_is_not_taken_for_the_file() {
+        let reason = refused("Payload:\n```\n{\"email\": \"a@b.c\"}\n```\n", &["h.py"]);
+        assert!(reason.contains("holds data"), "{reason}");
     }
 
     #[test]
