@@ -248,7 +248,7 @@ impl<'k> Reader<'k> {
             .filter(|&(at, _)| lines_of(&self.edits[at]) * 2 < longest)
             .collect();
         // Remove from the back so the earlier indices stay valid.
-        excerpts.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        excerpts.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
         for (at, block) in excerpts {
             self.edits.remove(at);
             self.skipped.push(Skipped {
