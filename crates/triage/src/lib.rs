@@ -54,6 +54,9 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
     };
 
     let mut trace = assemble(language, parsed);
+    if language == Language::Unknown {
+        apply_listed_causes(&mut trace, lines);
+    }
     trace.input_truncated = normalized.truncated;
     if trace.error_type.is_empty() {
         let error = match language {
@@ -67,6 +70,29 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
     }
     mark_frames(&mut trace, opts);
     trace
+}
+
+/// A returned error printed as `Error: outer` and a `Caused by:` list: the
+/// last cause is the root, the `Error:` line the outermost wrapper.
+fn apply_listed_causes(trace: &mut Trace, lines: &[String]) {
+    let causes = report::listed_causes(lines);
+    let Some(root) = causes.last() else {
+        return;
+    };
+    let outer = report::best_effort_error(lines);
+    trace.error_type = root.error_type.clone();
+    trace.message = root.message.clone();
+    let as_chained = |error: &block::ErrorLine| model::ChainedError {
+        error_type: error.error_type.clone(),
+        message: error.message.clone(),
+        frames: Vec::new(),
+    };
+    trace.chain = causes
+        .iter()
+        .rev()
+        .chain(std::iter::once(&outer))
+        .map(as_chained)
+        .collect();
 }
 
 /// The language whose tell-tale lines are most numerous.

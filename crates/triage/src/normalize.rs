@@ -51,8 +51,15 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
         r"|/\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
         r"|stack backtrace:",
         r"|\bat \S+\.rs:\d+",
+        r"|thread '[^']*'(?: \(\d+\))? panicked at ",
+        r"|\bnote: ",
     ))
 });
+
+/// An error header inside a flattened line; cut before it so each header
+/// (a log line's copy, the runtime's own) gets a line of its own.
+static CUT_ERROR: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception)(?: \[[^\]]*\])?: "));
 
 /// Where a flattened line is cut: after each match of these patterns.
 static CUT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
@@ -88,6 +95,8 @@ static FRAME_MARKER: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat [\w$.<>/]+\([^()]*\)",
         r"|\bfrom \S+:\d+:in ",
         r"|/\S+\.go:\d+ \+0x",
+        r"|\bat \S+\.rs:\d+",
+        r"|(?:^|\s)\d{1,4}: +(?:0x[0-9a-fA-F]+ - |[<\w]+::)",
     ))
 });
 
@@ -344,13 +353,20 @@ fn push_clean_line(lines: &mut Vec<String>, raw: &str) {
 
 /// A line is flattened when it holds two or more frame markers.
 fn looks_flattened(line: &str) -> bool {
-    CUT_BEFORE.find_iter(line).take(3).count() >= 2
+    let markers = CUT_BEFORE.find_iter(line).take(3).count();
+    let rust_entries = if line.contains("stack backtrace:") {
+        CUT_RUST_ENTRY.find_iter(line).take(2).count()
+    } else {
+        0
+    };
+    markers + rust_entries >= 2
 }
 
 /// Cuts a flattened trace back into lines, re-indenting frame lines so the
 /// parsers can tell them from error lines.
 fn split_flattened(line: &str) -> Vec<String> {
     let mut cuts: Vec<usize> = CUT_BEFORE.find_iter(line).map(|m| m.start()).collect();
+    cuts.extend(CUT_ERROR.find_iter(line).map(|m| m.start()));
     cuts.extend(CUT_AFTER.find_iter(line).map(|m| m.end()));
     if line.contains("stack backtrace:") {
         cuts.extend(CUT_RUST_ENTRY.find_iter(line).map(|m| m.start()));
@@ -414,7 +430,7 @@ fn is_go_location(piece: &str) -> bool {
 /// process name, ...) and strips it from every line that carries it. The
 /// prefix's digits may vary from line to line (timestamps); its shape may not.
 fn strip_learned_prefix(lines: &mut [String]) {
-    let Some(prefix) = learn_prefix(lines) else {
+    let Some(prefix) = learn_prefix(lines).or_else(|| learn_pipe_prefix(lines)) else {
         return;
     };
     for line in lines.iter_mut() {
@@ -446,6 +462,36 @@ fn learn_prefix(lines: &[String]) -> Option<Regex> {
         .into_iter()
         .max_by_key(|(shape, count)| (*count, shape.len()))?;
     if count < 2 || count * 2 < marker_lines {
+        return None;
+    }
+    let pattern = shape
+        .split('0')
+        .map(regex::escape)
+        .collect::<Vec<_>>()
+        .join(r"\d+");
+    Regex::new(&format!("^{pattern}")).ok()
+}
+
+/// A process prefix ending in a pipe (`worker_1 | `, `12:41:13 web.1 | `).
+static PIPE_PREFIX: LazyLock<Regex> = LazyLock::new(|| re(r#"^[^|"'()\[\]{}]{1,40}?\|"#));
+
+/// Without frame markers (a panic with no backtrace), a pipe-ended prefix
+/// that at least half the lines share.
+fn learn_pipe_prefix(lines: &[String]) -> Option<Regex> {
+    let mut shapes: HashMap<String, usize> = HashMap::new();
+    let mut non_empty = 0usize;
+    for line in lines.iter().filter(|line| !line.trim().is_empty()) {
+        non_empty += 1;
+        if let Some(found) = PIPE_PREFIX.find(line) {
+            *shapes
+                .entry(DIGITS.replace_all(found.as_str(), "0").into_owned())
+                .or_default() += 1;
+        }
+    }
+    let (shape, count) = shapes
+        .into_iter()
+        .max_by_key(|(shape, count)| (*count, shape.len()))?;
+    if count < 2 || count * 2 < non_empty {
         return None;
     }
     let pattern = shape

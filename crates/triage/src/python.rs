@@ -14,12 +14,15 @@ static FRAME: LazyLock<Regex> =
 /// IPython and Python 3.13 REPL style: `File /path/x.py:12, in func(...)`.
 static FRAME_IPYTHON: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*File (\S[^,]*?):(\d+), in ([\w<>.]+)"));
+/// Exception-group gutters: `  | ` before each line, `+-+---- 1 ----` rules.
+static GROUP_RULE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*\+[-+]*-{3,}.*$"));
+static GROUP_GUTTER: LazyLock<Regex> = LazyLock::new(|| re(r"^(\s*)[|+]( |$)"));
 static CARET: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*[\^~]+[\s\^~]*$"));
 static EXCEPTION: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)(?::(?:\s(.*))?)?\s*$"));
 /// `KeyError('analyzer',)` in a worker's log header (Python 2 and 3 reprs).
 static REPR: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"\b([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Iteration|Warning))\((.*)\)\s*$")
+    re(r"(?:^|:\s)([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Iteration|Warning))\((.*)\)\s*$")
 });
 
 const CAUSE_MARKER: &str = "The above exception was the direct cause of the following exception";
@@ -74,7 +77,7 @@ impl State {
 pub(crate) fn parse(lines: &[String]) -> Parsed {
     let mut state = State::default();
     for line in lines {
-        parse_line(&mut state, line);
+        parse_line(&mut state, &strip_group_gutter(line));
     }
     state.finish_block();
 
@@ -107,6 +110,15 @@ fn parse_line(state: &mut State, line: &str) {
         return;
     }
     parse_other_line(state, line);
+}
+
+/// Turns an exception group's gutter into indentation of the same width, so
+/// the group's own traceback parses like any other.
+fn strip_group_gutter(line: &str) -> String {
+    if GROUP_RULE.is_match(line) {
+        return String::new();
+    }
+    GROUP_GUTTER.replace(line, "$1 $2").into_owned()
 }
 
 fn match_frame(line: &str) -> Option<(String, Option<u32>, Option<String>)> {
@@ -217,6 +229,20 @@ mod tests {
         assert_eq!(
             (error.error_type.as_str(), error.message.as_str()),
             ("KeyError", "'analyzer'")
+        );
+    }
+
+    #[test]
+    fn exception_group_reports_the_group_not_a_repr_in_its_source() {
+        let parsed = parse(&lines(
+            "  + Exception Group Traceback (most recent call last):\n  |   File \"/app/x.py\", line 3, \
+             in run\n  |     raise ExceptionGroup(\"many\", [ValueError(1)])\n  | ExceptionGroup: many \
+             (1 sub-exception)\n  +-+---------------- 1 ----------------\n    | ValueError: 1",
+        ));
+        let error = &parsed.blocks[0].error;
+        assert_eq!(
+            (error.error_type.as_str(), error.message.as_str()),
+            ("ExceptionGroup", "many (1 sub-exception)")
         );
     }
 

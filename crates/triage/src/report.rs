@@ -18,6 +18,9 @@ static MESSAGE_FIELD: LazyLock<Regex> =
 static BOLD_TITLE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*\*\*([A-Z][\w:.]*)\*\*(?:\s+in\s+.*)?\s*$"));
 
+/// An `anyhow`/`eyre` cause entry: `    0: message` under `Caused by:`.
+static CAUSE_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+(?:\d+:\s+)?(\S.*)$"));
+
 /// The longest best-effort message kept.
 const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -92,6 +95,23 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
         qualified: None,
         message,
     }
+}
+
+/// The causes listed under a `Caused by:` line (Rust's `anyhow` and `eyre`
+/// print a returned error this way), outermost first.
+pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
+    let Some(start) = lines.iter().position(|line| line.trim() == "Caused by:") else {
+        return Vec::new();
+    };
+    lines[start + 1..]
+        .iter()
+        .map_while(|line| CAUSE_ENTRY.captures(line)?.get(1))
+        .map(|message| ErrorLine {
+            error_type: "Error".to_owned(),
+            qualified: None,
+            message: message.as_str().trim().to_owned(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

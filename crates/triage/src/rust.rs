@@ -14,7 +14,7 @@ static PANIC_START: LazyLock<Regex> =
     LazyLock::new(|| re(r"thread '([^']*)'(?: \(\d+\))? panicked at "));
 /// Before Rust 1.73: `'message', file:line(:col)` (the message may span lines).
 static OLD_TAIL: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?s)^'(.*)', (\S+?):(\d+)(?::(\d+))?\s*$"));
+    LazyLock::new(|| re(r"(?s)^'(.*)', (\S+?\.rs):(\d+)(?::(\d+))?(?:\s|$)"));
 /// Since Rust 1.73: `file:line:col:` with the message on the following lines.
 static NEW_TAIL: LazyLock<Regex> = LazyLock::new(|| re(r"^(\S+?):(\d+):(\d+):\s*(.*)$"));
 static BACKTRACE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^\s*stack backtrace:\s*$"));
@@ -125,7 +125,14 @@ fn new_format_message(rest: &[String]) -> String {
         }
         message.push(line.trim_end());
     }
-    message.join("\n")
+    // A stripped log prefix may leave its separator space on every line.
+    let common = message
+        .iter()
+        .map(|line| crate::block::indent(line))
+        .min()
+        .unwrap_or(0);
+    let dedented: Vec<&str> = message.iter().map(|line| &line[common..]).collect();
+    dedented.join("\n")
 }
 
 fn panic_error(message: String) -> ErrorLine {

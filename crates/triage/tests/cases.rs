@@ -202,3 +202,55 @@ fn fixture_has_a_test_for_every_case() {
         );
     }
 }
+
+/// What must not change when a case is wrapped differently.
+fn essence(trace: &Trace) -> (String, String, Vec<Expected>, Option<usize>) {
+    let app = trace.app_frames().map(actual_frame).collect();
+    (
+        trace.error_type.clone(),
+        trace.message.clone(),
+        app,
+        trace.root_frame,
+    )
+}
+
+/// Every case parses the same with CRLF endings, behind another compose
+/// prefix, quoted in Markdown, inside a JSON log record and flattened onto
+/// one line; error-tracker reports (already Markdown) only take CRLF.
+#[test]
+fn every_case_survives_crlf_prefixes_quotes_json_records_and_flattening() {
+    for line in FIXTURES.lines().filter(|line| !line.trim().is_empty()) {
+        let case: Value = serde_json::from_str(line).expect("fixture line is JSON");
+        let id = case["id"].as_str().unwrap_or("");
+        let text = case["trace"].as_str().expect("trace is text");
+        let want = essence(&parse(text, &ParseOptions::default()));
+
+        let mut variants = vec![("crlf", text.replace('\n', "\r\n"))];
+        if !text.contains("**") {
+            let prefix = |p: &str| {
+                text.lines()
+                    .map(|l| format!("{p}{l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            variants.push(("compose prefix", prefix("jobs-worker-3  | ")));
+            variants.push(("markdown quote", prefix("> ")));
+            let record = serde_json::json!({"level": "error", "msg": text}).to_string();
+            variants.push(("json record", record));
+            // Flattening Bun's source gutter and property block into the
+            // message line is lossy; every other kind of case must survive.
+            let gutter = |l: &str| {
+                l.split_once(" |")
+                    .is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok())
+            };
+            if !text.lines().any(gutter) {
+                let flat = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+                variants.push(("flattened", flat));
+            }
+        }
+        for (how, variant) in variants {
+            let got = essence(&parse(&variant, &ParseOptions::default()));
+            assert_eq!(got, want, "{id} {how}");
+        }
+    }
+}

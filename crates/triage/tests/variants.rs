@@ -319,6 +319,23 @@ fn ruby_uncaught_error_line_names_type_message_and_first_frame() {
 }
 
 #[test]
+fn returned_error_with_a_cause_list_reports_the_last_cause() {
+    let trace = parse_default(
+        "Error: failed to send mail\n\nCaused by:\n    0: smtp handshake\n    1: connection refused (os error 111)",
+    );
+    assert_eq!(trace.message, "connection refused (os error 111)");
+    let chain: Vec<&str> = trace.chain.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        chain,
+        vec![
+            "connection refused (os error 111)",
+            "smtp handshake",
+            "failed to send mail"
+        ]
+    );
+}
+
+#[test]
 fn garbage_input_gives_an_unknown_trace_without_frames() {
     for text in [
         "",
