@@ -1,0 +1,887 @@
+//! The healer: one healing run per dead-lettered job, as the steps in the crate docs.
+
+use crate::email;
+use crate::prompt::{self, FailureContext};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use smartworker_core::{Handler, Job, JobFailure, JobId, JobState, QueueBackend};
+use smartworker_edits::{Edit, Limits};
+use smartworker_handler::{
+    CommandHandler, CommandOutput, CommandSpec, job_env, job_outcome, job_stdin,
+};
+use smartworker_memory::{
+    AttemptTimings, ChunkKind, EmbeddedChunks, FailureInput, FailureRecord, FallbackEmbedder,
+    FixSource, FrameInput, HealAttemptRecord, MemoryStore, NewFix, SimilarFailure,
+    chunks_for_failure, chunks_for_fix, mask_payload, mask_secrets,
+};
+use smartworker_model::{ChatMessage, ModelClient};
+use smartworker_notify::{Delivery, Notifier};
+use smartworker_sandbox::{SandboxOptions, Workspace, WorkspaceOptions};
+use smartworker_triage::{ContextOptions, ParseOptions, Snippet, Trace};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+/// How healing is set up.
+#[derive(Clone, Debug)]
+pub struct HealSettings {
+    /// The project the handlers run in; edits may touch nothing outside it.
+    pub project_root: PathBuf,
+    /// Where fix patches are saved (`<state_dir>/fixes/`).
+    pub state_dir: PathBuf,
+    /// Model rounds per healing run; a failed round is fed back to the next.
+    pub rounds: u32,
+    /// Limits of the sandbox re-run.
+    pub sandbox: SandboxOptions,
+    /// Host environment variables each queue may pass to its handler.
+    pub queue_env: HashMap<String, Vec<(String, String)>>,
+    /// The project's own checks, run in the same workspace after the job passes.
+    pub check_command: Option<Vec<String>>,
+    /// Who reviews fixes.
+    pub reviewers: Vec<String>,
+    /// The sender of the e-mails.
+    pub from: String,
+    /// Values masked wherever they appear in traces, payloads and prompts.
+    pub secrets: Vec<String>,
+    /// How much source the model sees.
+    pub context: ContextOptions,
+    /// Limits on what one fix may change.
+    pub limits: Limits,
+    /// How many similar past failures the model is shown.
+    pub similar: usize,
+}
+
+/// What a healer is built from.
+pub struct HealerParts {
+    /// The queue backend, to read the dead-lettered job.
+    pub backend: Arc<dyn QueueBackend>,
+    /// The memory store.
+    pub memory: MemoryStore,
+    /// The model client.
+    pub model: ModelClient,
+    /// The embedder, falling back to the lexical one.
+    pub embedder: FallbackEmbedder,
+    /// Where e-mails go.
+    pub notifier: Arc<Notifier>,
+    /// How each queue's handler runs, for the sandbox re-run.
+    pub commands: HashMap<String, CommandSpec>,
+    /// Settings.
+    pub settings: HealSettings,
+}
+
+/// What a healing run reports as it goes, for progress displays.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HealEvent {
+    /// The trace was parsed.
+    Triaged {
+        /// The healed job.
+        job_id: JobId,
+        /// The error type.
+        error_type: String,
+        /// The message.
+        message: String,
+        /// The project frames, innermost first, as `file:line in function`.
+        frames: Vec<String>,
+        /// The failure's fingerprint.
+        fingerprint: String,
+    },
+    /// The failure was stored in memory.
+    Remembered {
+        /// Its group.
+        group_id: i64,
+        /// Whether the group is new.
+        new_group: bool,
+        /// The embedding model used.
+        embedding_model: String,
+        /// Similar past failures found.
+        similar: usize,
+    },
+    /// A verified fix of the same group is being re-verified.
+    ReusingFix {
+        /// The fix.
+        fix_id: i64,
+    },
+    /// The model is being asked.
+    ModelRequest {
+        /// The round, from 1.
+        round: u32,
+        /// The model's name.
+        model: String,
+    },
+    /// The model answered.
+    ModelReply {
+        /// The round.
+        round: u32,
+        /// The reply's length in characters.
+        chars: usize,
+        /// How long it took.
+        elapsed_ms: u64,
+    },
+    /// The reply held no edit that could be applied.
+    EditRefused {
+        /// The round.
+        round: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The job re-ran in the sandbox with the edit applied.
+    SandboxRun {
+        /// The round (0 for a fix reused from memory).
+        round: u32,
+        /// Whether the job succeeded.
+        passed: bool,
+        /// The handler's exit code.
+        exit_code: Option<i32>,
+        /// The error when it failed, or the result when it passed.
+        summary: String,
+    },
+    /// The run ended.
+    Verdict {
+        /// Whether a fix was verified.
+        verified: bool,
+        /// The stored fix, when any edit was proposed.
+        fix_id: Option<i64>,
+        /// Why healing ended without a verified fix.
+        reason: Option<String>,
+    },
+    /// The e-mail went out (or was spooled, or written to the outbox).
+    Emailed {
+        /// Where it went.
+        delivery: String,
+    },
+}
+
+/// The outcome of one healing run; the heal job's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealReport {
+    /// The healed job.
+    pub job_id: JobId,
+    /// Whether a fix was verified.
+    pub verified: bool,
+    /// The stored fix.
+    pub fix_id: Option<i64>,
+    /// `model` or `memory`.
+    pub source: Option<FixSource>,
+    /// Model rounds used.
+    pub rounds: u32,
+    /// The root cause as the model put it.
+    pub root_cause: String,
+    /// The diff of the fix.
+    pub diff: String,
+    /// Why healing ended without a verified fix.
+    pub reason: Option<String>,
+    /// Where the e-mail went.
+    pub delivery: String,
+}
+
+/// Why a healing run could not run at all. A run that ends without a verified fix is not an
+/// error: it is a [`HealReport`] with a reason.
+#[derive(Debug, thiserror::Error)]
+pub enum HealError {
+    /// The job to heal is gone.
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// The queue backend failed.
+    #[error(transparent)]
+    Backend(#[from] smartworker_core::BackendError),
+    /// The memory store failed.
+    #[error(transparent)]
+    Memory(#[from] smartworker_memory::MemoryError),
+    /// Embedding failed even with the fallback.
+    #[error(transparent)]
+    Embed(#[from] smartworker_memory::EmbedError),
+    /// The e-mail could not even be spooled.
+    #[error(transparent)]
+    Notify(#[from] smartworker_notify::NotifyError),
+}
+
+/// What one verification of edits found.
+enum Verification {
+    /// The edits could not be applied.
+    Refused(String),
+    /// The job ran in the sandbox.
+    Ran {
+        diff: String,
+        output: CommandOutput,
+        outcome: Result<Value, JobFailure>,
+        ms: u64,
+    },
+}
+
+/// The failure being healed, prepared once.
+struct Case {
+    job: Job,
+    stack: String,
+    trace: Trace,
+    snippets: Vec<Snippet>,
+    record: FailureRecord,
+    similar: Vec<SimilarFailure>,
+    payload: Value,
+}
+
+/// The state a run carries to its end.
+#[derive(Default)]
+struct Progress {
+    rounds: u32,
+    root_cause: String,
+    diff: String,
+    edits: Value,
+    after: String,
+    verified: bool,
+    source: Option<FixSource>,
+    reason: Option<String>,
+}
+
+/// Heals dead-lettered jobs.
+pub struct Healer {
+    parts: HealerParts,
+    events: broadcast::Sender<HealEvent>,
+}
+
+impl Healer {
+    /// A healer from its parts.
+    pub fn new(parts: HealerParts) -> Healer {
+        let (events, _) = broadcast::channel(256);
+        Healer { parts, events }
+    }
+
+    /// Progress events of every run.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: HealEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn settings(&self) -> &HealSettings {
+        &self.parts.settings
+    }
+
+    /// Heals the dead-lettered job `job_id`; `heal_job` is the id of the healing job itself.
+    ///
+    /// # Errors
+    /// Only when storage fails; every other way healing can end is a report with a reason.
+    pub async fn heal(&self, job_id: &JobId, heal_job: &str) -> Result<HealReport, HealError> {
+        let job = self.parts.backend.get(job_id).await?;
+        let job = job.ok_or_else(|| HealError::JobNotFound(job_id.clone()))?;
+        let case = self.prepare(job).await?;
+        let mut progress = Progress::default();
+        match self.blocker(&case) {
+            Some(reason) => progress.reason = Some(reason),
+            None => self.repair(&case, heal_job, &mut progress).await?,
+        }
+        self.conclude(&case, heal_job, progress).await
+    }
+
+    /// Triage and memory: parse the trace, gather code, store the failure, find similar ones.
+    async fn prepare(&self, job: Job) -> Result<Case, HealError> {
+        let s = self.settings();
+        let last = job.last_attempt();
+        let raw = last.and_then(|a| a.stack.clone().or_else(|| a.error.clone()));
+        let stack = mask_secrets(&raw.unwrap_or_default(), &s.secrets);
+        let opts = ParseOptions {
+            root: Some(s.project_root.clone()),
+        };
+        let trace = smartworker_triage::parse(&stack, &opts);
+        let fingerprint = smartworker_triage::fingerprint(&trace);
+        let snippets = smartworker_triage::gather_context(&trace, &s.project_root, &s.context);
+        self.emit(HealEvent::Triaged {
+            job_id: job.id.clone(),
+            error_type: trace.error_type.clone(),
+            message: trace.message.clone(),
+            frames: trace.app_frames().map(describe_frame).collect(),
+            fingerprint: fingerprint.clone(),
+        });
+
+        let payload = mask_payload(&job.data, &s.secrets);
+        let input = FailureInput {
+            job_id: job.id.0.clone(),
+            queue: job.queue.clone(),
+            job_name: job.name.clone(),
+            fingerprint,
+            error_type: trace.error_type.clone(),
+            message: trace.message.clone(),
+            stack: stack.clone(),
+            frames: frame_inputs(&trace, &snippets, &s.project_root),
+            payload: payload.clone(),
+        };
+        let embedded = self
+            .parts
+            .embedder
+            .embed_chunks(chunks_for_failure(&input))
+            .await?;
+        let query = error_vector(&embedded);
+        let model = embedded.model().to_owned();
+        let record = self.parts.memory.record_failure(input, embedded).await?;
+        let similar = match query {
+            Some(v) => {
+                let k = s.similar;
+                self.parts
+                    .memory
+                    .similar_failures(&model, &v, k, Some(record.group_id))
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        self.emit(HealEvent::Remembered {
+            group_id: record.group_id,
+            new_group: record.new_group,
+            embedding_model: model,
+            similar: similar.len(),
+        });
+        Ok(Case {
+            job,
+            stack,
+            trace,
+            snippets,
+            record,
+            similar,
+            payload,
+        })
+    }
+
+    /// Why this job cannot be healed at all, if it cannot.
+    fn blocker(&self, case: &Case) -> Option<String> {
+        if case.job.state != JobState::Dead {
+            return Some(format!(
+                "job {} is {}, not in the dead-letter queue; it was retried or removed",
+                case.job.id, case.job.state
+            ));
+        }
+        if !self.parts.commands.contains_key(&case.job.queue) {
+            return Some(format!(
+                "queue {:?} has no command handler; only command handlers can be re-run in \
+                 a sandbox to verify a fix",
+                case.job.queue
+            ));
+        }
+        if case.snippets.is_empty() {
+            return Some(format!(
+                "the stack trace names no file inside the project root {}; nothing to fix there",
+                self.settings().project_root.display()
+            ));
+        }
+        None
+    }
+
+    /// Reuses a verified fix from memory, or asks the model, round after round.
+    async fn repair(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        progress: &mut Progress,
+    ) -> Result<(), HealError> {
+        if let Err(reason) = sandbox_available().await {
+            progress.reason = Some(reason);
+            return Ok(());
+        }
+        if self.reuse(case, heal_job, progress).await? {
+            return Ok(());
+        }
+        self.ask_model(case, heal_job, progress).await
+    }
+
+    /// Tries the newest verified fix of the failure's group; true when it verified again.
+    async fn reuse(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        progress: &mut Progress,
+    ) -> Result<bool, HealError> {
+        let memory = &self.parts.memory;
+        let Some(fix) = memory.verified_fix_for_group(case.record.group_id).await? else {
+            return Ok(false);
+        };
+        self.emit(HealEvent::ReusingFix {
+            fix_id: fix.summary.id,
+        });
+        let Ok(edits) = serde_json::from_value::<Vec<Edit>>(fix.edits_json.clone()) else {
+            warn!(
+                fix_id = fix.summary.id,
+                "stored fix has unreadable edits; asking the model"
+            );
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let verification = self.verify(&case.job, &edits).await;
+        let passed = self.record_round(case, heal_job, 0, "", "", &edits, &verification, started);
+        let passed = passed.await?;
+        if passed {
+            progress.verified = true;
+            progress.source = Some(FixSource::Memory);
+            progress.root_cause = fix.summary.root_cause.clone();
+            progress.edits = fix.edits_json.clone();
+            absorb(progress, &verification);
+        }
+        Ok(passed)
+    }
+
+    async fn ask_model(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        progress: &mut Progress,
+    ) -> Result<(), HealError> {
+        let mut messages = prompt::initial(&FailureContext {
+            queue: &case.job.queue,
+            job_name: &case.job.name,
+            trace: &case.trace,
+            stack: &case.stack,
+            payload: &case.payload,
+            snippets: &case.snippets,
+            similar: &case.similar,
+        });
+        let known: Vec<String> = case.snippets.iter().map(|s| s.path.clone()).collect();
+        let model_name = self.parts.model.config().model.clone();
+        for round in 1..=self.settings().rounds.max(1) {
+            progress.rounds = round;
+            let started = Instant::now();
+            self.emit(HealEvent::ModelRequest {
+                round,
+                model: model_name.clone(),
+            });
+            let reply = match self.parts.model.chat(&messages).await {
+                Ok(reply) => reply,
+                Err(err) => {
+                    progress.reason = Some(format!("the model could not be asked: {err}"));
+                    return Ok(());
+                }
+            };
+            let content = reply.content;
+            let elapsed_ms = millis(started);
+            self.emit(HealEvent::ModelReply {
+                round,
+                chars: content.chars().count(),
+                elapsed_ms,
+            });
+            let question = messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            progress.root_cause = prompt::root_cause(&content);
+
+            let edits = smartworker_edits::parse_reply(&content, &known);
+            let verification = match &edits {
+                Ok(edits) => self.verify(&case.job, edits).await,
+                Err(err) => Verification::Refused(err.to_string()),
+            };
+            let edits = edits.unwrap_or_default();
+            let passed = self
+                .record_round(
+                    case,
+                    heal_job,
+                    round,
+                    &question,
+                    &content,
+                    &edits,
+                    &verification,
+                    started,
+                )
+                .await?;
+            absorb(progress, &verification);
+            if matches!(verification, Verification::Ran { .. }) {
+                progress.edits = serde_json::to_value(&edits).unwrap_or(Value::Null);
+            }
+            if passed {
+                progress.verified = true;
+                progress.source = Some(FixSource::Model);
+                return Ok(());
+            }
+            let feedback = match &verification {
+                Verification::Refused(reason) => prompt::refused(reason),
+                Verification::Ran {
+                    output, outcome, ..
+                } => {
+                    let error = outcome
+                        .as_ref()
+                        .err()
+                        .map(|f| f.message.clone())
+                        .unwrap_or_default();
+                    prompt::still_failing(
+                        &error,
+                        &mask_secrets(&output.stderr, &self.settings().secrets),
+                    )
+                }
+            };
+            progress.reason = Some(match &verification {
+                Verification::Refused(reason) => {
+                    format!("the model's last answer was refused: {reason}")
+                }
+                Verification::Ran { .. } => {
+                    "the job still failed in the sandbox with the model's last fix".into()
+                }
+            });
+            messages.push(ChatMessage::assistant(content));
+            messages.push(ChatMessage::user(feedback));
+        }
+        Ok(())
+    }
+
+    /// Applies `edits` in a fresh workspace and re-runs the job there. The workspace is
+    /// destroyed whatever happens.
+    async fn verify(&self, job: &Job, edits: &[Edit]) -> Verification {
+        let s = self.settings();
+        let Some(command) = self.parts.commands.get(&job.queue) else {
+            return Verification::Refused(format!("queue {:?} has no command handler", job.queue));
+        };
+        let root = s.project_root.clone();
+        let (edits, limits) = (edits.to_vec(), s.limits.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let ws = Workspace::create(&root, &WorkspaceOptions::default())
+                .map_err(|e| format!("cannot create the workspace: {e}"))?;
+            let applied =
+                smartworker_edits::apply(ws.path(), &edits, &limits).map_err(|e| e.to_string())?;
+            Ok::<_, String>((ws, applied))
+        })
+        .await;
+        let (ws, applied) = match prepared {
+            Ok(Ok(done)) => done,
+            Ok(Err(reason)) => return Verification::Refused(reason),
+            Err(err) => return Verification::Refused(format!("workspace task failed: {err}")),
+        };
+
+        let started = Instant::now();
+        let spec = CommandHandler::new(command.clone()).spec_for(job);
+        let mut opts = s.sandbox.clone();
+        opts.env = job_env(job, "sandbox");
+        opts.env
+            .extend(s.queue_env.get(&job.queue).cloned().unwrap_or_default());
+        let run =
+            smartworker_sandbox::run_sandboxed(&spec, &ws, &s.project_root, &opts, &job_stdin(job))
+                .await;
+        let output = match run {
+            Ok(output) => output,
+            Err(err) => return Verification::Refused(format!("the sandbox could not run: {err}")),
+        };
+        let mut outcome = job_outcome(&output);
+        if outcome.is_ok() {
+            outcome = self.run_checks(&ws, &opts).await;
+        }
+        if let Err(err) = ws.destroy() {
+            warn!(error = %err, "workspace not fully removed");
+        }
+        Verification::Ran {
+            diff: applied.diff,
+            output,
+            outcome,
+            ms: millis(started),
+        }
+    }
+
+    /// The project's own checks, in the same workspace, when configured.
+    async fn run_checks(&self, ws: &Workspace, opts: &SandboxOptions) -> Result<Value, JobFailure> {
+        let s = self.settings();
+        let Some((program, args)) = s.check_command.as_ref().and_then(|c| c.split_first()) else {
+            return Ok(Value::Null);
+        };
+        let mut spec = CommandSpec::new(program.clone(), &[], s.project_root.clone());
+        spec.args = args.to_vec();
+        let run = smartworker_sandbox::run_sandboxed(&spec, ws, &s.project_root, opts, b"").await;
+        match run {
+            Ok(out) if out.exit_code == Some(0) => Ok(Value::Null),
+            Ok(out) => Err(JobFailure::with_stack(
+                "the project's checks failed",
+                out.stderr,
+            )),
+            Err(err) => Err(JobFailure::new(format!(
+                "the project's checks could not run: {err}"
+            ))),
+        }
+    }
+
+    /// Stores one round and says whether it verified.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one record built from one round's pieces"
+    )]
+    async fn record_round(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        round: u32,
+        prompt: &str,
+        reply: &str,
+        edits: &[Edit],
+        verification: &Verification,
+        started: Instant,
+    ) -> Result<bool, HealError> {
+        let secrets = &self.settings().secrets;
+        let mut record = HealAttemptRecord {
+            heal_job_id: heal_job.to_owned(),
+            job_id: case.job.id.0.clone(),
+            round,
+            prompt: prompt.to_owned(),
+            reply: reply.to_owned(),
+            edits_json: serde_json::to_value(edits).unwrap_or(Value::Null),
+            sandbox_stdout: String::new(),
+            sandbox_stderr: String::new(),
+            sandbox_exit: None,
+            verdict: String::new(),
+            refusal: None,
+            timings: AttemptTimings {
+                total_ms: millis(started),
+                ..AttemptTimings::default()
+            },
+        };
+        let passed = match verification {
+            Verification::Refused(reason) => {
+                self.emit(HealEvent::EditRefused {
+                    round,
+                    reason: reason.clone(),
+                });
+                record.verdict = "refused".into();
+                record.refusal = Some(reason.clone());
+                false
+            }
+            Verification::Ran {
+                output,
+                outcome,
+                ms,
+                ..
+            } => {
+                record.sandbox_stdout = mask_secrets(&output.stdout, secrets);
+                record.sandbox_stderr = mask_secrets(&output.stderr, secrets);
+                record.sandbox_exit = output.exit_code;
+                record.timings.sandbox_ms = *ms;
+                record.verdict = if outcome.is_ok() { "passed" } else { "failed" }.into();
+                let summary = match outcome {
+                    Ok(v) => prompt::tail(&v.to_string(), 300).to_owned(),
+                    Err(f) => f.message.clone(),
+                };
+                self.emit(HealEvent::SandboxRun {
+                    round,
+                    passed: outcome.is_ok(),
+                    exit_code: output.exit_code,
+                    summary,
+                });
+                outcome.is_ok()
+            }
+        };
+        self.parts.memory.record_heal_attempt(record).await?;
+        Ok(passed)
+    }
+
+    /// Stores the fix, saves its patch, sends the e-mail and builds the report.
+    async fn conclude(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        progress: Progress,
+    ) -> Result<HealReport, HealError> {
+        let fix_id = if progress.diff.is_empty() {
+            None
+        } else {
+            Some(self.store_fix(case, heal_job, &progress).await?)
+        };
+        let reason = if progress.verified {
+            None
+        } else {
+            progress.reason.clone().or(Some("no fix was found".into()))
+        };
+        self.emit(HealEvent::Verdict {
+            verified: progress.verified,
+            fix_id,
+            reason: reason.clone(),
+        });
+        let s = self.settings();
+        let patch = fix_id.map(|id| s.state_dir.join("fixes").join(format!("fix-{id}.patch")));
+        if let Some(path) = &patch {
+            save_patch(path, &progress.diff).await;
+        }
+        let mail = email::compose(&email::Outcome {
+            job: &case.job,
+            trace: &case.trace,
+            stack: &case.stack,
+            verified: progress.verified,
+            reason: reason.as_deref(),
+            root_cause: &progress.root_cause,
+            diff: &progress.diff,
+            after: &progress.after,
+            fix_id,
+            source: progress.source,
+            model: &self.parts.model.config().model,
+            rounds: progress.rounds,
+            patch: patch.as_deref(),
+            from: &s.from,
+            to: &s.reviewers,
+        });
+        let delivery = describe_delivery(self.parts.notifier.send(&mail).await?);
+        self.emit(HealEvent::Emailed {
+            delivery: delivery.clone(),
+        });
+        if progress.verified {
+            info!(job_id = %case.job.id, fix_id = ?fix_id, "fix verified");
+        } else {
+            info!(job_id = %case.job.id, reason = ?reason, "healing ended without a verified fix");
+        }
+        Ok(HealReport {
+            job_id: case.job.id.clone(),
+            verified: progress.verified,
+            fix_id,
+            source: progress.source,
+            rounds: progress.rounds,
+            root_cause: progress.root_cause,
+            diff: progress.diff,
+            reason,
+            delivery,
+        })
+    }
+
+    async fn store_fix(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        progress: &Progress,
+    ) -> Result<i64, HealError> {
+        let source = progress.source.unwrap_or(FixSource::Model);
+        let fix = NewFix {
+            group_id: case.record.group_id,
+            failure_id: case.record.failure_id,
+            job_id: case.job.id.0.clone(),
+            queue: case.job.queue.clone(),
+            verified: progress.verified,
+            root_cause: progress.root_cause.clone(),
+            diff: progress.diff.clone(),
+            edits_json: progress.edits.clone(),
+            source,
+            model: match source {
+                FixSource::Memory => "memory".to_owned(),
+                FixSource::Model => self.parts.model.config().model.clone(),
+            },
+            rounds: progress.rounds,
+            heal_job_id: Some(heal_job.to_owned()),
+        };
+        let id = self.parts.memory.record_fix(fix).await?;
+        let chunks = chunks_for_fix(&progress.root_cause, &progress.diff);
+        if !chunks.is_empty() {
+            let embedded = self.parts.embedder.embed_chunks(chunks).await?;
+            self.parts.memory.record_fix_vectors(id, embedded).await?;
+        }
+        Ok(id)
+    }
+}
+
+/// Keeps what a round produced: its diff and what the job printed.
+fn absorb(progress: &mut Progress, verification: &Verification) {
+    if let Verification::Ran {
+        diff,
+        output,
+        outcome,
+        ..
+    } = verification
+    {
+        progress.diff = diff.clone();
+        progress.after = match outcome {
+            Ok(_) => output.stdout.clone(),
+            Err(_) => format!("{}{}", output.stdout, output.stderr),
+        };
+    }
+}
+
+async fn sandbox_available() -> Result<(), String> {
+    let check = tokio::task::spawn_blocking(smartworker_sandbox::check_available).await;
+    match check {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(format!("no sandbox is available to verify a fix: {err}")),
+        Err(err) => Err(format!("the sandbox check failed: {err}")),
+    }
+}
+
+async fn save_patch(path: &std::path::Path, diff: &str) {
+    let write = async {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::write(path, diff).await
+    };
+    if let Err(err) = write.await {
+        warn!(path = %path.display(), error = %err, "cannot save the fix's patch");
+    }
+}
+
+fn describe_delivery(delivery: Delivery) -> String {
+    match delivery {
+        Delivery::Written { path } => format!("written to {}", path.display()),
+        Delivery::Sent => "sent over SMTP".to_owned(),
+        Delivery::Deferred { spool_path, reason } => {
+            format!(
+                "queued in {} (SMTP unavailable: {reason})",
+                spool_path.display()
+            )
+        }
+    }
+}
+
+fn describe_frame(frame: &smartworker_triage::Frame) -> String {
+    let line = frame.line.map(|l| format!(":{l}")).unwrap_or_default();
+    let function = frame
+        .function
+        .as_deref()
+        .map(|f| format!(" in {f}"))
+        .unwrap_or_default();
+    format!("{}{line}{function}", frame.file)
+}
+
+/// The project frames with the code the model will see.
+fn frame_inputs(trace: &Trace, snippets: &[Snippet], root: &std::path::Path) -> Vec<FrameInput> {
+    trace
+        .app_frames()
+        .map(|frame| {
+            let relative = smartworker_triage::resolve_in_root(&frame.file, root);
+            let path = relative.map(|p| p.to_string_lossy().replace('\\', "/"));
+            let code = snippets
+                .iter()
+                .find(|s| Some(&s.path) == path.as_ref())
+                .map(|s| s.text.clone());
+            FrameInput {
+                file: path.unwrap_or_else(|| frame.file.clone()),
+                line: frame.line,
+                function: frame.function.clone(),
+                code,
+            }
+        })
+        .collect()
+}
+
+/// The vector of the "error and message" chunk, the one similar failures are searched by.
+fn error_vector(embedded: &EmbeddedChunks) -> Option<Vec<f32>> {
+    let chunks = embedded.chunks();
+    let error = chunks
+        .iter()
+        .find(|(chunk, _)| chunk.kind == ChunkKind::Error);
+    error.or(chunks.first()).map(|(_, v)| v.clone())
+}
+
+fn millis(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs healing jobs from the heal queue.
+pub struct HealHandler {
+    healer: Arc<Healer>,
+}
+
+impl HealHandler {
+    /// A handler that heals with `healer`.
+    pub fn new(healer: Arc<Healer>) -> HealHandler {
+        HealHandler { healer }
+    }
+}
+
+#[async_trait]
+impl Handler for HealHandler {
+    async fn run(&self, job: &Job) -> Result<Value, JobFailure> {
+        let Some(target) = job.data.get("job_id").and_then(Value::as_str) else {
+            return Err(JobFailure::new("heal job has no \"job_id\" in its data"));
+        };
+        let report = self.healer.heal(&JobId::from(target), &job.id.0).await;
+        let report = report.map_err(|e| JobFailure::new(format!("healing failed: {e}")))?;
+        serde_json::to_value(report).map_err(|e| JobFailure::new(e.to_string()))
+    }
+}

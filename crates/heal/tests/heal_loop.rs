@@ -1,0 +1,465 @@
+//! The whole healing loop with real parts: the SQLite queue, worker pools, a Python handler,
+//! bubblewrap, the memory store, the outbox, and a scripted OpenAI-compatible server on
+//! loopback whose replies read like a small model's.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly at the first unexpected error"
+)]
+
+use serde_json::{Value, json};
+use smartworker_core::{HEAL_QUEUE, JobId, JobOptions, JobState, NewJob, QueueBackend};
+use smartworker_handler::{CommandHandler, CommandSpec};
+use smartworker_heal::{HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
+use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_model::testing::ScriptedModelServer;
+use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
+use smartworker_notify::{Notifier, Transport};
+use smartworker_queue::{SqliteBackend, SqliteOptions};
+use smartworker_sandbox::SandboxOptions;
+use smartworker_worker::{Worker, WorkerOptions};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const USERS_PY: &str = "handlers/lib/users.py";
+
+/// The fixed module as a small model sends it: chatty, with a path comment in the fence.
+const GOOD_REPLY: &str = r#"I see the issue! The `register` function expects the email to be nested under a `user` key, but the job payload has `email` at the top level.
+
+**Root cause:** `register` reads `data["user"]["email"]`, while the sign-up payload is `{"email": ...}`.
+
+Here's the corrected file:
+
+```python
+# handlers/lib/users.py
+"""User records for the sign-up job."""
+
+
+def normalise_email(address):
+    return address.strip().lower()
+
+
+def register(data):
+    email = normalise_email(data["email"])
+    return {"email": email, "active": True}
+```
+
+This reads the email straight from the payload. Let me know if you need anything else!"#;
+
+/// A plausible but wrong fix: it trades one KeyError for another.
+const WRONG_REPLY: &str = r#"The code assumes a `user` object exists. Use `.get` so it doesn't crash:
+
+```python path=handlers/lib/users.py
+"""User records for the sign-up job."""
+
+
+def normalise_email(address):
+    return address.strip().lower()
+
+
+def register(data):
+    email = normalise_email(data.get("user", {})["email"])
+    return {"email": email, "active": True}
+```"#;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    outbox: PathBuf,
+    backend: Arc<dyn QueueBackend>,
+    memory: MemoryStore,
+    model: ScriptedModelServer,
+    workers: Vec<Worker>,
+}
+
+fn copy_fixture(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_fixture(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Harness {
+    async fn start(rounds: u32) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(&root).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signup");
+        copy_fixture(&fixture, &root);
+        let state = dir.path().join("state");
+        let db = state.join("smartworker.db");
+        let backend: Arc<dyn QueueBackend> =
+            Arc::new(SqliteBackend::open(&db, SqliteOptions::default()).unwrap());
+        let memory = MemoryStore::open(&db).unwrap();
+        let model = ScriptedModelServer::start().await.unwrap();
+
+        let outbox = state.join("outbox");
+        let transport = Transport::Outbox {
+            dir: outbox.clone(),
+        };
+        let notifier = Arc::new(Notifier::new(transport, state.join("spool")).unwrap());
+        let spec = CommandSpec::new("python3", &["handlers/signup.py"], &root);
+        let healer = Healer::new(HealerParts {
+            backend: Arc::clone(&backend),
+            memory: memory.clone(),
+            model: ModelClient::new(ModelConfig {
+                base_url: model.base_url(),
+                ..ModelConfig::default()
+            })
+            .unwrap(),
+            embedder: FallbackEmbedder::new(Arc::new(RemoteEmbedder::new(
+                EmbedClient::new(EmbedConfig {
+                    base_url: "http://127.0.0.1:9/v1".into(),
+                    ..EmbedConfig::default()
+                })
+                .unwrap(),
+            ))),
+            notifier,
+            commands: HashMap::from([("signup".to_owned(), spec.clone())]),
+            settings: HealSettings {
+                project_root: root.clone(),
+                state_dir: state.clone(),
+                rounds,
+                sandbox: SandboxOptions {
+                    wall_timeout: Duration::from_secs(20),
+                    ..SandboxOptions::default()
+                },
+                queue_env: HashMap::new(),
+                check_command: None,
+                reviewers: vec!["reviewer@example.com".into()],
+                from: "smartworker@localhost".into(),
+                secrets: vec![],
+                context: Default::default(),
+                limits: Default::default(),
+                similar: 3,
+            },
+        });
+        let quick = || WorkerOptions {
+            idle_poll: Duration::from_millis(50),
+            ..WorkerOptions::default()
+        };
+        let workers = vec![
+            Worker::spawn(
+                Arc::clone(&backend),
+                "signup",
+                Arc::new(CommandHandler::new(spec)),
+                quick(),
+            ),
+            Worker::spawn(
+                Arc::clone(&backend),
+                HEAL_QUEUE,
+                Arc::new(HealHandler::new(Arc::new(healer))),
+                quick(),
+            ),
+        ];
+        Harness {
+            _dir: dir,
+            root,
+            outbox,
+            backend,
+            memory,
+            model,
+            workers,
+        }
+    }
+
+    async fn signup(&self, email: &str) -> JobId {
+        let opts = JobOptions {
+            attempts: 2,
+            ..JobOptions::default()
+        };
+        let data = json!({"email": email, "reasoning_fix": true});
+        self.backend
+            .add(NewJob {
+                opts,
+                ..NewJob::new("signup", "signup", data)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the job to be dead-lettered and for its heal job to finish; its result.
+    async fn healed(&self, id: &JobId) -> Value {
+        let job = self
+            .backend
+            .wait_finished(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            job.state,
+            JobState::Dead,
+            "the buggy job should fail: {job:?}"
+        );
+        for _ in 0..600 {
+            let done = self
+                .backend
+                .list(HEAL_QUEUE, JobState::Completed, 100)
+                .await
+                .unwrap();
+            if let Some(heal) = done.iter().find(|h| h.data["job_id"] == json!(id.0)) {
+                return heal.result.clone().unwrap();
+            }
+            let dead = self
+                .backend
+                .list(HEAL_QUEUE, JobState::Dead, 100)
+                .await
+                .unwrap();
+            assert!(dead.is_empty(), "heal job failed: {dead:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("heal job for {id} did not finish");
+    }
+
+    fn outbox_messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.outbox) else {
+            return vec![];
+        };
+        let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| decode_quoted_printable(&std::fs::read_to_string(p).unwrap()))
+            .collect()
+    }
+
+    async fn stop(self) {
+        for worker in self.workers {
+            worker.shutdown().await;
+        }
+    }
+}
+
+/// Undoes the quoted-printable body encoding of an `.eml` file (soft breaks and `=XX` bytes).
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let mut bytes = Vec::with_capacity(joined.len());
+    let raw = joined.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (raw[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                bytes.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The body of a chat request's last user message.
+fn last_user_message(request: &Value) -> String {
+    let messages = request["messages"].as_array().unwrap();
+    let user = messages.iter().rev().find(|m| m["role"] == "user").unwrap();
+    user["content"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn buggy_python_job_is_healed_verified_mailed_and_remembered() {
+    let h = Harness::start(2).await;
+    h.model.push_content(GOOD_REPLY);
+    let id = h.signup(" Ada@Example.com").await;
+
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], true, "{report:#}");
+    assert_eq!(report["source"], "model");
+    assert_eq!(report["rounds"], 1);
+    let diff = report["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-    email = normalise_email(data[\"user\"][\"email\"])"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+    email = normalise_email(data[\"email\"])"),
+        "{diff}"
+    );
+
+    // The model saw the trace and the code, with line numbers.
+    let asked = last_user_message(&h.model.chat_requests()[0]);
+    assert!(asked.contains("KeyError: 'user'"), "{asked}");
+    assert!(asked.contains("handlers/lib/users.py"), "{asked}");
+    assert!(
+        asked.contains("   9 |     email = normalise_email(data[\"user\"][\"email\"])"),
+        "{asked}"
+    );
+
+    // The reviewer's message holds the verdict and the diff.
+    let mail = h.outbox_messages();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("Verdict: VERIFIED"), "{}", mail[0]);
+    assert!(
+        mail[0].contains("+    email = normalise_email(data[\"email\"])"),
+        "{}",
+        mail[0]
+    );
+    assert!(mail[0].contains("reviewer@example.com"));
+
+    // The project itself is untouched; the fix was proven in a throw-away copy.
+    let users = std::fs::read_to_string(h.root.join(USERS_PY)).unwrap();
+    assert!(users.contains("data[\"user\"][\"email\"]"));
+
+    // Memory holds the failure, its group and the verified fix.
+    assert_eq!(h.memory.failure_count().await.unwrap(), 1);
+    let fixes = h.memory.list_fixes(10).await.unwrap();
+    assert_eq!(fixes.len(), 1);
+    assert!(fixes[0].verified);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn second_identical_failure_is_healed_from_memory_without_the_model() {
+    let h = Harness::start(2).await;
+    h.model.push_content(GOOD_REPLY);
+    let first = h.signup("ada@example.com").await;
+    assert_eq!(h.healed(&first).await["verified"], true);
+    assert_eq!(h.model.chat_calls(), 1);
+
+    let second = h.signup("grace@example.com").await;
+    let report = h.healed(&second).await;
+    assert_eq!(report["verified"], true, "{report:#}");
+    assert_eq!(report["source"], "memory");
+    assert_eq!(h.model.chat_calls(), 1, "memory hit must not ask the model");
+    assert_eq!(h.memory.failure_count().await.unwrap(), 2);
+    let groups = h.memory.list_groups(10).await.unwrap();
+    assert_eq!(groups.len(), 1, "both failures belong to one group");
+    assert_eq!(groups[0].count, 2);
+    assert_eq!(h.outbox_messages().len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_fix_is_not_verified_and_round_two_is_told_the_new_error() {
+    let h = Harness::start(2).await;
+    h.model.push_content(WRONG_REPLY);
+    h.model.push_content(GOOD_REPLY);
+    let id = h.signup("ada@example.com").await;
+
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], true, "{report:#}");
+    assert_eq!(report["rounds"], 2);
+    let second = last_user_message(&h.model.chat_requests()[1]);
+    assert!(second.contains("It still fails"), "{second}");
+    assert!(
+        second.contains("KeyError: 'email'"),
+        "round 2 must see the new error: {second}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn fix_that_fails_every_round_is_reported_not_verified() {
+    let h = Harness::start(2).await;
+    h.model.push_content(WRONG_REPLY);
+    h.model.push_content(WRONG_REPLY);
+    let id = h.signup("ada@example.com").await;
+
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false);
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("still failed in the sandbox")
+    );
+    let mail = h.outbox_messages();
+    assert!(mail[0].contains("Verdict: NOT VERIFIED"), "{}", mail[0]);
+    let fixes = h.memory.list_fixes(10).await.unwrap();
+    assert!(
+        !fixes[0].verified,
+        "an unverified fix must not be stored as verified"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reply_without_a_usable_edit_is_refused_with_its_reason() {
+    let h = Harness::start(1).await;
+    h.model.push_content(
+        "The error means the payload is missing a `user` key. You should send the user \
+         object from the producer side, e.g. `{\"user\": {\"email\": ...}}`. Hope this helps!",
+    );
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false);
+    assert!(
+        report["reason"].as_str().unwrap().contains("refused"),
+        "{report:#}"
+    );
+    assert!(report["fix_id"].is_null());
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    assert_eq!(attempts[0].record.verdict, "refused");
+    assert!(attempts[0].record.refusal.is_some());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn edits_aimed_outside_the_project_are_refused() {
+    let h = Harness::start(2).await;
+    let escape = |path: &str| {
+        format!("Root cause: bad import.\n\n```python path={path}\nprint('owned')\n```\n")
+    };
+    h.model.push_content(escape("../../outside.py"));
+    h.model.push_content(escape("/tmp/smartworker-escape.py"));
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false);
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    for attempt in &attempts {
+        assert_eq!(attempt.record.verdict, "refused", "{attempt:?}");
+    }
+    assert!(!Path::new("/tmp/smartworker-escape.py").exists());
+    assert!(
+        !h.root
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("outside.py")
+            .exists()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn fix_that_reaches_for_the_network_fails_in_the_sandbox() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let h = Harness::start(1).await;
+    h.model.push_content(format!(
+        "Root cause: the user must be fetched from the user service.\n\n```python path={USERS_PY}\n\
+         import urllib.request\n\n\ndef register(data):\n    \
+         body = urllib.request.urlopen('http://127.0.0.1:{port}/user', timeout=3).read()\n    \
+         return {{\"email\": body.decode(), \"active\": True}}\n```\n"
+    ));
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false, "{report:#}");
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    assert_eq!(attempts[0].record.verdict, "failed");
+    let stderr = &attempts[0].record.sandbox_stderr;
+    assert!(
+        stderr.contains("URLError") || stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the sandbox reached the host's listener"
+    );
+    h.stop().await;
+}
