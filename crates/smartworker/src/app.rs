@@ -1,0 +1,318 @@
+//! Wiring: opens the queue backend, memory, model client, notifier and healer that the
+//! configuration names, and starts one worker per queue plus the heal queue's worker.
+//!
+//! Nothing here decides anything about jobs; it only connects the parts.
+
+use crate::config::{Config, QueueConfig};
+use anyhow::Context;
+use serde_json::Value;
+use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
+use smartworker_handler::{CommandHandler, CommandSpec};
+use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
+use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
+use smartworker_notify::{Notifier, TlsMode, Transport};
+use smartworker_queue::{SqliteBackend, SqliteOptions};
+use smartworker_sandbox::SandboxOptions;
+use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// How long one healing run may take before its job is stopped.
+const HEAL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How often e-mails waiting in the spool are tried again.
+const SPOOL_RETRY: Duration = Duration::from_secs(30);
+
+/// The opened parts of a SmartWorker instance.
+pub struct App {
+    /// The configuration it was opened with.
+    pub cfg: Config,
+    /// The queue backend.
+    pub backend: Arc<dyn QueueBackend>,
+    /// The memory store.
+    pub memory: MemoryStore,
+    /// The healer.
+    pub healer: Arc<Healer>,
+    /// Where e-mails go.
+    pub notifier: Arc<Notifier>,
+    /// The handler of every configured queue.
+    pub handlers: BTreeMap<String, Arc<dyn Handler>>,
+    /// Progress of every job the workers run.
+    pub worker_events: broadcast::Sender<WorkerEvent>,
+}
+
+/// Running workers, stopped together.
+pub struct Running {
+    workers: Vec<Worker>,
+    spool: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops fetching, lets running jobs finish within their grace period, and returns.
+    pub async fn shutdown(self) {
+        for worker in &self.workers {
+            worker.stop_token().cancel();
+        }
+        for worker in self.workers {
+            worker.join().await;
+        }
+        self.spool.abort();
+    }
+}
+
+/// The queue file of a configuration (memory shares it).
+pub fn db_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("smartworker.db")
+}
+
+impl App {
+    /// Opens every part the configuration names.
+    ///
+    /// # Errors
+    /// When the state directory, the queue file or the memory store cannot be opened, or a
+    /// client cannot be built from its settings.
+    pub fn open(cfg: Config) -> anyhow::Result<App> {
+        let db = db_path(&cfg);
+        let backend = SqliteBackend::open(&db, SqliteOptions::default())
+            .with_context(|| format!("opening the queue file {}", db.display()))?;
+        let backend: Arc<dyn QueueBackend> = Arc::new(backend);
+        let memory = MemoryStore::open(&db)
+            .with_context(|| format!("opening the memory store in {}", db.display()))?
+            .with_secrets(cfg.secrets());
+        let notifier = Arc::new(open_notifier(&cfg)?);
+        let commands: HashMap<String, CommandSpec> = cfg
+            .queues
+            .iter()
+            .map(|(name, q)| (name.clone(), command_spec(&cfg, q)))
+            .collect();
+        let healer = Arc::new(Healer::new(HealerParts {
+            backend: Arc::clone(&backend),
+            memory: memory.clone(),
+            model: model_client(&cfg)?,
+            embedder: FallbackEmbedder::new(Arc::new(RemoteEmbedder::new(embed_client(&cfg)?))),
+            notifier: Arc::clone(&notifier),
+            commands: commands.clone(),
+            settings: heal_settings(&cfg),
+        }));
+        let mut handlers: BTreeMap<String, Arc<dyn Handler>> = commands
+            .into_iter()
+            .map(|(name, spec)| {
+                (
+                    name,
+                    Arc::new(CommandHandler::new(spec)) as Arc<dyn Handler>,
+                )
+            })
+            .collect();
+        handlers.insert(
+            HEAL_QUEUE.to_owned(),
+            Arc::new(HealHandler::new(Arc::clone(&healer))),
+        );
+        let (worker_events, _) = broadcast::channel(1024);
+        Ok(App {
+            cfg,
+            backend,
+            memory,
+            healer,
+            notifier,
+            handlers,
+            worker_events,
+        })
+    }
+
+    /// Registers a Rust function (or any handler) for a queue, replacing what was there.
+    pub fn register(&mut self, queue: impl Into<String>, handler: Arc<dyn Handler>) {
+        self.handlers.insert(queue.into(), handler);
+    }
+
+    /// Progress events of healing runs.
+    pub fn heal_events(&self) -> broadcast::Receiver<HealEvent> {
+        self.healer.subscribe()
+    }
+
+    /// Starts a worker for every queue with a handler, and the e-mail spool's retry loop.
+    pub fn start(&self) -> Running {
+        let workers = self
+            .handlers
+            .iter()
+            .map(|(queue, handler)| {
+                let opts = self.worker_options(queue);
+                Worker::spawn(
+                    Arc::clone(&self.backend),
+                    queue.clone(),
+                    Arc::clone(handler),
+                    opts,
+                )
+            })
+            .collect();
+        let spool = Arc::clone(&self.notifier).spawn_retry_loop(SPOOL_RETRY);
+        Running { workers, spool }
+    }
+
+    fn worker_options(&self, queue: &str) -> WorkerOptions {
+        let mut opts = WorkerOptions {
+            events: Some(self.worker_events.clone()),
+            idle_poll: Duration::from_millis(500),
+            ..WorkerOptions::default()
+        };
+        if queue == HEAL_QUEUE {
+            opts.default_timeout = Some(HEAL_TIMEOUT);
+        }
+        if let Some(q) = self.cfg.queues.get(queue) {
+            opts.concurrency = usize::try_from(q.concurrency).unwrap_or(1).max(1);
+            opts.default_timeout = q.timeout_ms.map(Duration::from_millis);
+        }
+        opts
+    }
+
+    /// True when the queue has a handler here.
+    pub fn knows_queue(&self, queue: &str) -> bool {
+        self.handlers.contains_key(queue)
+    }
+
+    /// A job for `queue`, with the queue's default options overlaid by the producer's `opts`.
+    ///
+    /// # Errors
+    /// When `opts` is not an object of known job options.
+    pub fn new_job(
+        &self,
+        queue: &str,
+        name: &str,
+        data: Value,
+        opts: Option<Value>,
+    ) -> Result<NewJob, String> {
+        let defaults = self
+            .cfg
+            .queues
+            .get(queue)
+            .map(QueueConfig::job_options)
+            .unwrap_or_default();
+        let opts = overlay_options(defaults, opts)?;
+        Ok(NewJob {
+            opts,
+            ..NewJob::new(queue, name, data)
+        })
+    }
+}
+
+/// Producer options win over queue defaults, field by field.
+fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptions, String> {
+    let Some(opts) = opts else {
+        return Ok(defaults);
+    };
+    let Value::Object(given) = opts else {
+        return Err("\"opts\" must be an object".to_owned());
+    };
+    let mut merged = serde_json::to_value(defaults).map_err(|e| e.to_string())?;
+    if let Value::Object(base) = &mut merged {
+        base.extend(given);
+    }
+    serde_json::from_value(merged).map_err(|e| format!("invalid job options: {e}"))
+}
+
+fn command_spec(cfg: &Config, queue: &QueueConfig) -> CommandSpec {
+    let (program, args) = queue
+        .command
+        .split_first()
+        .map_or(("true", &[][..]), |(p, a)| (p.as_str(), a));
+    let mut spec = CommandSpec::new(program, &[], cfg.root_dir.clone());
+    spec.args = args.to_vec();
+    spec.timeout = queue.timeout_ms.map(Duration::from_millis);
+    spec.env = passed_env(queue);
+    spec
+}
+
+/// The host variables a queue passes on to its handler.
+fn passed_env(queue: &QueueConfig) -> Vec<(String, String)> {
+    queue
+        .env
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect()
+}
+
+fn heal_settings(cfg: &Config) -> HealSettings {
+    HealSettings {
+        project_root: cfg.root_dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        rounds: cfg.heal.rounds,
+        sandbox: SandboxOptions::default(),
+        queue_env: cfg
+            .queues
+            .iter()
+            .map(|(n, q)| (n.clone(), passed_env(q)))
+            .collect(),
+        check_command: cfg.heal.check_command.clone(),
+        reviewers: cfg.smtp.to.iter().cloned().collect(),
+        from: cfg.smtp.from.clone(),
+        secrets: cfg.secrets(),
+        context: Default::default(),
+        limits: Default::default(),
+        similar: 3,
+    }
+}
+
+fn model_client(cfg: &Config) -> anyhow::Result<ModelClient> {
+    let model = ModelConfig {
+        base_url: cfg.llm.url.clone(),
+        model: cfg.llm.model.clone(),
+        api_key: cfg.llm.api_key.as_ref().map(|k| k.expose().to_owned()),
+        timeout: Duration::from_secs(cfg.llm.timeout_secs),
+        ..ModelConfig::default()
+    };
+    ModelClient::new(model).context("building the model client from [llm]")
+}
+
+fn embed_client(cfg: &Config) -> anyhow::Result<EmbedClient> {
+    let embed = EmbedConfig {
+        base_url: cfg.embed.url.clone(),
+        model: cfg.embed.model.clone(),
+        timeout: Duration::from_secs(10),
+        ..EmbedConfig::default()
+    };
+    EmbedClient::new(embed).context("building the embeddings client from [embed]")
+}
+
+fn open_notifier(cfg: &Config) -> anyhow::Result<Notifier> {
+    let transport = match cfg.smtp() {
+        Some(smtp) => Transport::Smtp {
+            tls: TlsMode::default_for(&smtp.host),
+            user: smtp.credentials.as_ref().map(|(u, _)| u.clone()),
+            password: smtp
+                .credentials
+                .as_ref()
+                .map(|(_, p)| p.expose().to_owned()),
+            host: smtp.host,
+            port: smtp.port,
+        },
+        None => Transport::Outbox {
+            dir: cfg.state_dir.join("outbox"),
+        },
+    };
+    let spool = cfg.state_dir.join("spool");
+    Notifier::new(transport, spool.clone())
+        .with_context(|| format!("opening the e-mail spool {}", spool.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn producer_options_override_queue_defaults_field_by_field() {
+        let defaults = JobOptions {
+            attempts: 3,
+            autofix: true,
+            ..JobOptions::default()
+        };
+        let merged = overlay_options(defaults, Some(json!({"attempts": 5}))).unwrap();
+        assert_eq!((merged.attempts, merged.autofix), (5, true));
+        let err = overlay_options(JobOptions::default(), Some(json!({"atempts": 5}))).unwrap_err();
+        assert!(err.contains("unknown field `atempts`"), "{err}");
+        assert!(overlay_options(JobOptions::default(), Some(json!([1]))).is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! The operator commands: `serve`, `enqueue`, `jobs`, `dead`, `fixes`, `triage`, `doctor`.
+//!
+//! Commands other than `serve` and `demo` work on the state directory directly, so they need
+//! no running server; a running `serve` picks up what they enqueue or retry.
+
+#![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
+
+use crate::app::App;
+use crate::config::{Config, LoadOptions};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use smartworker_core::{Job, JobId, JobState, QueueBackend};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// SmartWorker: background jobs that heal themselves.
+#[derive(Debug, Parser)]
+#[command(name = "smartworker", version, about)]
+pub struct Cli {
+    /// The configuration file (default: ./smartworker.toml when it exists).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the workers of every configured queue.
+    Serve,
+    /// Run a job with a genuine bug end to end: attempts, dead-letter, healing, verdict.
+    Demo(DemoArgs),
+    /// Add a job to a queue.
+    Enqueue(EnqueueArgs),
+    /// List jobs, or show one.
+    Jobs(JobsArgs),
+    /// The dead-letter queue: list, retry or remove jobs.
+    Dead {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+    /// Fixes found by healing: list, show or apply.
+    Fixes {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<FixAction>,
+    },
+    /// Parse a stack trace (from a file or stdin) and print it as JSON.
+    Triage(TriageArgs),
+    /// Check Redis, PostgreSQL, the model and embeddings servers, SMTP, bubblewrap and Docker.
+    Doctor,
+}
+
+/// Options of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// Options of `enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The queue.
+    pub queue: String,
+    /// The payload as JSON; `-` reads it from stdin.
+    #[arg(long, default_value = "{}")]
+    pub data: String,
+    /// The job's name (default: the queue's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Job options as JSON, e.g. '{"attempts":3,"backoff":{"type":"fixed","delay":1000}}'.
+    #[arg(long)]
+    pub opts: Option<String>,
+    /// Wait up to this many seconds for the outcome (a `serve` must be running).
+    #[arg(long)]
+    pub wait: Option<u64>,
+}
+
+/// Options of `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Show this job in full.
+    pub id: Option<String>,
+    /// Only this queue (default: all).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this state: waiting, delayed, active, completed or dead.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// `dead` actions.
+#[derive(Debug, Subcommand)]
+pub enum DeadAction {
+    /// List dead-lettered jobs with their last error.
+    List {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Put a job back on its queue with fresh attempts.
+    Retry {
+        /// The job.
+        id: String,
+    },
+    /// Delete a job from the dead-letter queue.
+    Remove {
+        /// The job.
+        id: String,
+    },
+}
+
+/// `fixes` actions.
+#[derive(Debug, Subcommand)]
+pub enum FixAction {
+    /// List fixes, newest first.
+    List,
+    /// Show a fix with its diff and every round.
+    Show {
+        /// The fix.
+        id: i64,
+    },
+    /// Apply a fix's edits to the project and retry its job.
+    Apply {
+        /// The fix.
+        id: i64,
+    },
+}
+
+/// Options of `triage`.
+#[derive(Debug, Args)]
+pub struct TriageArgs {
+    /// The file holding the trace (default: stdin).
+    pub file: Option<PathBuf>,
+    /// The application's root: frames under it are in-app.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// Loads the configuration as the CLI flags say.
+///
+/// # Errors
+/// Any configuration error, naming the key, file and line.
+pub fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let opts = LoadOptions::from_process(path).context("reading the working directory")?;
+    Ok(Config::load(&opts)?)
+}
+
+/// Runs a command other than `serve` and `demo`.
+///
+/// # Errors
+/// What the command failed with, with context.
+pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()> {
+    match command {
+        Command::Triage(args) => triage(&args),
+        Command::Doctor => {
+            let cfg = load_config(config)?;
+            let checks = crate::doctor::run_checks(&cfg).await;
+            print!("{}", crate::doctor::render(&checks));
+            Ok(())
+        }
+        Command::Enqueue(args) => enqueue(&App::open(load_config(config)?)?, args).await,
+        Command::Jobs(args) => jobs(&App::open(load_config(config)?)?, args).await,
+        Command::Dead { action } => dead(&App::open(load_config(config)?)?, action).await,
+        Command::Fixes { action } => {
+            fixes(
+                &App::open(load_config(config)?)?,
+                action.unwrap_or(FixAction::List),
+            )
+            .await
+        }
+        Command::Serve | Command::Demo(_) => bail!("serve and demo are run by main"),
+    }
+}
+
+fn triage(args: &TriageArgs) -> anyhow::Result<()> {
+    let text = match &args.file {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the trace from stdin")?;
+            buf
+        }
+    };
+    let text = String::from_utf8_lossy(&text);
+    let root = args
+        .root
+        .as_ref()
+        .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()));
+    let trace = smartworker_triage::parse(&text, &smartworker_triage::ParseOptions { root });
+    println!("{}", serde_json::to_string_pretty(&trace)?);
+    Ok(())
+}
+
+fn parse_json(what: &str, text: &str) -> anyhow::Result<Value> {
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading JSON from stdin")?;
+        buf
+    } else {
+        text.to_owned()
+    };
+    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
+}
+
+async fn enqueue(app: &App, args: EnqueueArgs) -> anyhow::Result<()> {
+    let data = parse_json("--data", &args.data)?;
+    let opts = args
+        .opts
+        .as_deref()
+        .map(|o| parse_json("--opts", o))
+        .transpose()?;
+    let name = args.name.unwrap_or_else(|| args.queue.clone());
+    if !app.knows_queue(&args.queue) {
+        eprintln!(
+            "warning: queue {:?} has no handler in this configuration",
+            args.queue
+        );
+    }
+    let job = app
+        .new_job(&args.queue, &name, data, opts)
+        .map_err(anyhow::Error::msg)?;
+    let id = app.backend.add(job).await?;
+    println!("{id}");
+    if let Some(secs) = args.wait {
+        let job = app
+            .backend
+            .wait_finished(&id, Duration::from_secs(secs))
+            .await?;
+        println!("{}", serde_json::to_string_pretty(&job)?);
+        if job.state == JobState::Dead {
+            bail!("job {id} failed: {}", job.failed_reason.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+async fn jobs(app: &App, args: JobsArgs) -> anyhow::Result<()> {
+    if let Some(id) = args.id {
+        let job = app.backend.get(&JobId(id.clone())).await?;
+        let job = job.with_context(|| format!("job {id} not found"))?;
+        println!("{}", serde_json::to_string_pretty(&job)?);
+        return Ok(());
+    }
+    let states = match &args.state {
+        Some(s) => vec![JobState::parse(s).with_context(|| format!("unknown state {s:?}"))?],
+        None => JobState::ALL.to_vec(),
+    };
+    let listed = collect(&app.backend, args.queue, &states, args.limit).await?;
+    print_jobs(&listed);
+    Ok(())
+}
+
+async fn collect(
+    backend: &Arc<dyn QueueBackend>,
+    queue: Option<String>,
+    states: &[JobState],
+    limit: usize,
+) -> anyhow::Result<Vec<Job>> {
+    let queues = match queue {
+        Some(q) => vec![q],
+        None => backend.queues().await?,
+    };
+    let mut jobs = Vec::new();
+    for queue in &queues {
+        for state in states {
+            jobs.extend(backend.list(queue, *state, limit).await?);
+        }
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
+    jobs.truncate(limit);
+    Ok(jobs)
+}
+
+fn print_jobs(jobs: &[Job]) {
+    if jobs.is_empty() {
+        println!("no jobs");
+        return;
+    }
+    println!(
+        "{:<8} {:<20} {:<10} {:>8}  last error",
+        "id", "queue", "state", "attempts"
+    );
+    for job in jobs {
+        let error = job
+            .attempts
+            .last()
+            .and_then(|a| a.error.as_deref())
+            .unwrap_or("");
+        let error: String = error.chars().take(60).collect();
+        println!(
+            "{:<8} {:<20} {:<10} {:>8}  {error}",
+            job.id.0, job.queue, job.state, job.attempts_made
+        );
+    }
+}
+
+async fn dead(app: &App, action: DeadAction) -> anyhow::Result<()> {
+    match action {
+        DeadAction::List { queue } => {
+            print_jobs(&collect(&app.backend, queue, &[JobState::Dead], 100).await?);
+        }
+        DeadAction::Retry { id } => {
+            app.backend.retry_dead(&JobId(id.clone())).await?;
+            println!("job {id} is waiting again with fresh attempts");
+        }
+        DeadAction::Remove { id } => {
+            let job = app.backend.get(&JobId(id.clone())).await?;
+            let job = job.with_context(|| format!("job {id} not found"))?;
+            if job.state != JobState::Dead {
+                bail!("job {id} is {}, not in the dead-letter queue", job.state);
+            }
+            app.backend.remove(&job.id).await?;
+            println!("job {id} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn fixes(app: &App, action: FixAction) -> anyhow::Result<()> {
+    match action {
+        FixAction::List => {
+            let fixes = app.memory.list_fixes(50).await?;
+            if fixes.is_empty() {
+                println!("no fixes yet");
+            }
+            for fix in fixes {
+                let verdict = if fix.verified {
+                    "verified"
+                } else {
+                    "not verified"
+                };
+                println!(
+                    "fix {:<4} job {:<6} {:<14} {}",
+                    fix.id, fix.job_id, verdict, fix.root_cause
+                );
+            }
+        }
+        FixAction::Show { id } => {
+            let fix = app
+                .memory
+                .get_fix(id)
+                .await?
+                .with_context(|| format!("fix {id} not found"))?;
+            println!("{}", serde_json::to_string_pretty(&fix)?);
+        }
+        FixAction::Apply { id } => apply_fix(app, id).await?,
+    }
+    Ok(())
+}
+
+/// Applies a stored fix's edits to the project root, then retries its job.
+async fn apply_fix(app: &App, id: i64) -> anyhow::Result<()> {
+    let fix = app
+        .memory
+        .get_fix(id)
+        .await?
+        .with_context(|| format!("fix {id} not found"))?;
+    let edits: Vec<smartworker_edits::Edit> = serde_json::from_value(fix.fix.edits_json.clone())
+        .context("the fix's edits are unreadable")?;
+    if !fix.fix.summary.verified {
+        eprintln!("warning: fix {id} was not verified in the sandbox");
+    }
+    let root = app.cfg.root_dir.clone();
+    let applied = smartworker_edits::apply(&root, &edits, &smartworker_edits::Limits::default())
+        .with_context(|| format!("applying fix {id} to {}", root.display()))?;
+    println!("{}", applied.diff);
+    let job = JobId(fix.fix.summary.job_id.clone());
+    match app.backend.retry_dead(&job).await {
+        Ok(()) => println!(
+            "applied to {}; job {job} is waiting again",
+            applied.files.join(", ")
+        ),
+        Err(err) => println!(
+            "applied to {}; job {job} not retried: {err}",
+            applied.files.join(", ")
+        ),
+    }
+    Ok(())
+}

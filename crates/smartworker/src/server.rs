@@ -1,0 +1,350 @@
+//! The HTTP API: JSON in and out, every error turned into a response in one place
+//! ([`ApiError`]) with a stable machine-readable code and no internals.
+//!
+//! The routes of the TypeScript predecessor keep their meaning: `GET /` enqueues the demo job
+//! and `POST /job` adds a job and waits for its outcome.
+
+use crate::app::App;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use smartworker_core::{BackendError, Job, JobId, JobState};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::trace::TraceLayer;
+
+/// The queue `GET /` enqueues on, as in the predecessor's sign-up demo.
+pub const DEMO_QUEUE: &str = "signup";
+
+/// How long `POST /job` waits for the outcome unless `?timeout_ms=` says otherwise.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest wait a caller may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Every way a request can fail, each with its status and stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is JSON of the wrong shape.
+    #[error("request body has the wrong shape: {0}")]
+    InvalidBody(String),
+    /// The body is over the configured limit.
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The body is not declared as JSON.
+    #[error("request body must be sent with content-type: application/json")]
+    NotJson,
+    /// No handler serves the queue.
+    #[error("queue {0:?} has no handler; configure it under [queues.{0}]")]
+    UnknownQueue(String),
+    /// No job has the id.
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    /// No fix has the id.
+    #[error("fix {0} not found")]
+    FixNotFound(String),
+    /// The job is not in a state that allows the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed; details go to the log, not the response.
+    #[error("internal error; see the server log")]
+    Internal,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::InvalidBody(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json"),
+            ApiError::UnknownQueue(_) => (StatusCode::NOT_FOUND, "unknown_queue"),
+            ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
+            ApiError::FixNotFound(_) => (StatusCode::NOT_FOUND, "fix_not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "wrong_state"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = json!({ "error": { "code": code, "message": self.to_string() } });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(err: BackendError) -> Self {
+        match err {
+            BackendError::NotFound(id) => ApiError::JobNotFound(id.0),
+            BackendError::WrongState { .. } => ApiError::Conflict(err.to_string()),
+            BackendError::Invalid(invalid) => ApiError::InvalidBody(invalid.to_string()),
+            BackendError::Storage(reason) => {
+                tracing::error!(error = %reason, "queue storage failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<smartworker_memory::MemoryError> for ApiError {
+    fn from(err: smartworker_memory::MemoryError) -> Self {
+        tracing::error!(error = %err, "memory store failed");
+        ApiError::Internal
+    }
+}
+
+/// The shared state of the routes.
+#[derive(Clone)]
+struct Api {
+    app: Arc<App>,
+    limit: u64,
+}
+
+impl Api {
+    /// Turns a JSON extraction failure into the matching error.
+    fn body<T>(&self, body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+        match body {
+            Ok(Json(value)) => Ok(value),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::MalformedJson(e.body_text())),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::InvalidBody(e.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::NotJson),
+            Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(self.limit))
+            }
+            Err(other) => Err(ApiError::MalformedJson(other.body_text())),
+        }
+    }
+}
+
+/// The router of the whole API.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.cfg.server.max_body_bytes;
+    let api = Api { app, limit };
+    Router::new()
+        .route("/", get(enqueue_demo))
+        .route("/job", post(add_and_wait))
+        .route("/jobs/{id}", get(get_job))
+        .route("/queues", get(list_queues))
+        .route("/dead", get(list_dead))
+        .route("/dead/{id}/retry", post(retry_dead))
+        .route("/dead/{id}", axum::routing::delete(remove_dead))
+        .route("/fixes", get(list_fixes))
+        .route("/fixes/{id}", get(get_fix))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(api)
+}
+
+/// The demo payload: a sign-up whose handler has a genuine bug, with healing asked for.
+pub fn demo_payload() -> Value {
+    json!({ "email": "  Ada.Lovelace@Example.com ", "plan": "free", "reasoning_fix": true })
+}
+
+async fn enqueue_demo(State(api): State<Api>) -> Result<impl IntoResponse, ApiError> {
+    if !api.app.knows_queue(DEMO_QUEUE) {
+        return Err(ApiError::UnknownQueue(DEMO_QUEUE.to_owned()));
+    }
+    let job = api
+        .app
+        .new_job(DEMO_QUEUE, DEMO_QUEUE, demo_payload(), None);
+    let id = api
+        .app
+        .backend
+        .add(job.map_err(ApiError::InvalidBody)?)
+        .await?;
+    let body = json!({ "id": id, "queue": DEMO_QUEUE, "state": "waiting",
+        "watch": format!("/jobs/{id}") });
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// The body of `POST /job`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddJob {
+    /// The job's name; also its queue when `queue` is not given.
+    name: String,
+    queue: Option<String>,
+    #[serde(default)]
+    data: Value,
+    opts: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+async fn add_and_wait(
+    State(api): State<Api>,
+    Query(wait): Query<WaitQuery>,
+    body: Result<Json<AddJob>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = api.body(body)?;
+    let queue = req.queue.unwrap_or_else(|| req.name.clone());
+    if !api.app.knows_queue(&queue) {
+        return Err(ApiError::UnknownQueue(queue));
+    }
+    let job = api.app.new_job(&queue, &req.name, req.data, req.opts);
+    let id = api
+        .app
+        .backend
+        .add(job.map_err(ApiError::InvalidBody)?)
+        .await?;
+    let timeout = wait
+        .timeout_ms
+        .map_or(DEFAULT_WAIT, Duration::from_millis)
+        .min(MAX_WAIT);
+    let job = api.app.backend.wait_finished(&id, timeout).await?;
+    Ok(outcome_response(&job))
+}
+
+/// `POST /job`'s answer: the result, the error with every attempt, or "still running".
+fn outcome_response(job: &Job) -> Response {
+    let attempts = serde_json::to_value(&job.attempts).unwrap_or(Value::Null);
+    match job.state {
+        JobState::Completed => {
+            let body = json!({ "id": job.id, "state": job.state, "result": job.result,
+                "attempts": attempts });
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        JobState::Dead => {
+            let body = json!({
+                "id": job.id, "state": job.state,
+                "error": { "code": "job_failed", "message": job.failed_reason },
+                "attempts": attempts,
+                "healing": job_heals(job),
+            });
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+        _ => {
+            let body = json!({ "id": job.id, "state": job.state,
+                "watch": format!("/jobs/{}", job.id) });
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+    }
+}
+
+fn job_heals(job: &Job) -> bool {
+    smartworker_core::autofix_requested(&job.opts, &job.data)
+}
+
+async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    let job = api.app.backend.get(&JobId(id.clone())).await?;
+    job.map(Json).ok_or(ApiError::JobNotFound(id))
+}
+
+async fn list_queues(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let mut names: Vec<String> = api.app.handlers.keys().cloned().collect();
+    for queue in api.app.backend.queues().await? {
+        if !names.contains(&queue) {
+            names.push(queue);
+        }
+    }
+    names.sort();
+    let mut queues = Vec::with_capacity(names.len());
+    for name in names {
+        let counts = api.app.backend.counts(&name).await?;
+        let handled = api.app.knows_queue(&name);
+        queues.push(json!({ "name": name, "counts": counts, "has_handler": handled }));
+    }
+    Ok(Json(json!({ "queues": queues })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    queue: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_dead(
+    State(api): State<Api>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let queues = match q.queue {
+        Some(queue) => vec![queue],
+        None => api.app.backend.queues().await?,
+    };
+    let mut jobs = Vec::new();
+    for queue in queues {
+        jobs.extend(api.app.backend.list(&queue, JobState::Dead, limit).await?);
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.finished_at));
+    jobs.truncate(limit);
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+async fn retry_dead(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    api.app.backend.retry_dead(&JobId(id.clone())).await?;
+    Ok(Json(json!({ "id": id, "state": "waiting" })))
+}
+
+async fn remove_dead(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job_id = JobId(id.clone());
+    let job = api
+        .app
+        .backend
+        .get(&job_id)
+        .await?
+        .ok_or(ApiError::JobNotFound(id.clone()))?;
+    if job.state != JobState::Dead {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}, not dead",
+            job.state
+        )));
+    }
+    api.app.backend.remove(&job_id).await?;
+    Ok(Json(json!({ "id": id, "removed": true })))
+}
+
+async fn list_fixes(
+    State(api): State<Api>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let fixes = api
+        .app
+        .memory
+        .list_fixes(q.limit.unwrap_or(100).min(1000))
+        .await?;
+    Ok(Json(json!({ "fixes": fixes })))
+}
+
+async fn get_fix(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let Ok(number) = id.parse::<i64>() else {
+        return Err(ApiError::FixNotFound(id));
+    };
+    let fix = api
+        .app
+        .memory
+        .get_fix(number)
+        .await?
+        .ok_or(ApiError::FixNotFound(id))?;
+    Ok(Json(
+        serde_json::to_value(fix).map_err(|_| ApiError::Internal)?,
+    ))
+}
+
+async fn healthz(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    api.app.backend.queues().await?;
+    Ok(Json(json!({ "status": "ok" })))
+}
