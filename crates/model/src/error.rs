@@ -15,7 +15,8 @@ pub enum ModelError {
     /// Nothing answers at the address: connection refused, unknown host, no route.
     #[error(
         "no model server answers at {url}; start an OpenAI-compatible server there \
-         (llama.cpp: llama-server --port {port} -m <model.gguf>) or set APP_LLM_URL",
+         (llama.cpp: llama-server --port {port} -m <model.gguf>) or set APP_LLM_URL \
+         (APP_EMBED_URL for embeddings)",
         port = port_of(url)
     )]
     Unreachable {
@@ -116,7 +117,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "no model server answers at http://localhost:8100/v1; start an OpenAI-compatible \
-             server there (llama.cpp: llama-server --port 8100 -m <model.gguf>) or set APP_LLM_URL"
+             server there (llama.cpp: llama-server --port 8100 -m <model.gguf>) or set APP_LLM_URL (APP_EMBED_URL for embeddings)"
         );
     }
 

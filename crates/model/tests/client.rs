@@ -248,7 +248,7 @@ async fn refused_port_is_unreachable_with_a_helpful_message() {
         format!(
             "no model server answers at http://127.0.0.1:{port}/v1; start an OpenAI-compatible \
              server there (llama.cpp: llama-server --port {port} -m <model.gguf>) or set \
-             APP_LLM_URL"
+             APP_LLM_URL (APP_EMBED_URL for embeddings)"
         )
     );
     let probe = client.probe().await.expect_err("refused");

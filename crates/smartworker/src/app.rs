@@ -24,6 +24,9 @@ use tokio::sync::broadcast;
 /// How long one healing run may take before its job is stopped.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
+/// Who gets the e-mails when `APP_SMTP_TO_USER` is not set.
+const DEFAULT_REVIEWER: &str = "reviewer@localhost";
+
 /// How often e-mails waiting in the spool are tried again.
 const SPOOL_RETRY: Duration = Duration::from_secs(30);
 
@@ -246,7 +249,12 @@ fn heal_settings(cfg: &Config) -> HealSettings {
             .map(|(n, q)| (n.clone(), passed_env(q)))
             .collect(),
         check_command: cfg.heal.check_command.clone(),
-        reviewers: cfg.smtp.to.iter().cloned().collect(),
+        reviewers: vec![
+            cfg.smtp
+                .to
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REVIEWER.to_owned()),
+        ],
         from: cfg.smtp.from.clone(),
         secrets: cfg.secrets(),
         context: Default::default(),

@@ -28,10 +28,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let default_level = if matches!(cli.command, Command::Serve) {
-        "info"
-    } else {
-        "warn"
+    // The demo shows its own progress; its log only speaks when something is wrong.
+    let default_level = match cli.command {
+        Command::Serve => "info",
+        Command::Demo(_) => "error",
+        _ => "warn",
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));

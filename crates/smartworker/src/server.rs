@@ -151,7 +151,12 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// The demo payload: a sign-up whose handler has a genuine bug, with healing asked for.
 pub fn demo_payload() -> Value {
-    json!({ "email": "  Ada.Lovelace@Example.com ", "plan": "free", "reasoning_fix": true })
+    json!({
+        "email": "  Ada.Lovelace@Example.COM ",
+        "name": "Ada Lovelace",
+        "password": "analytical-engine",
+        "reasoning_fix": true
+    })
 }
 
 async fn enqueue_demo(State(api): State<Api>) -> Result<impl IntoResponse, ApiError> {
