@@ -7,9 +7,11 @@
 
 mod bwrap;
 mod error;
+mod handler;
 mod resolve;
 mod workspace;
 
 pub use bwrap::{SandboxOptions, check_available, run_sandboxed, wrap};
 pub use error::SandboxError;
+pub use handler::SandboxHandler;
 pub use workspace::{SKIPPED_DIRS, Workspace, WorkspaceOptions};

@@ -1,0 +1,64 @@
+//! A handler that runs every job of a command queue in the sandbox, for
+//! `EXECUTION_CONTEXT=sandbox`: the same command, the same payload, in a fresh workspace.
+//!
+//! Each job gets its own copy of the project, destroyed after the run, so what a job writes
+//! under the project does not outlive it.
+
+use crate::{SandboxOptions, Workspace, WorkspaceOptions, run_sandboxed};
+use async_trait::async_trait;
+use serde_json::Value;
+use smartworker_core::{Handler, Job, JobFailure};
+use smartworker_handler::{CommandHandler, CommandSpec, job_env, job_outcome, job_stdin};
+use std::path::PathBuf;
+
+/// Runs each job of a command queue under bubblewrap.
+pub struct SandboxHandler {
+    command: CommandHandler,
+    project_root: PathBuf,
+    opts: SandboxOptions,
+}
+
+impl SandboxHandler {
+    /// A handler running `spec` in the sandbox, in copies of `project_root`.
+    pub fn new(spec: CommandSpec, project_root: PathBuf, opts: SandboxOptions) -> Self {
+        SandboxHandler {
+            command: CommandHandler::new(spec),
+            project_root,
+            opts,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for SandboxHandler {
+    async fn run(&self, job: &Job) -> Result<Value, JobFailure> {
+        // FIXME: a full copy per job costs time on large projects; a read-only bind of the
+        // project with a tmpfs overlay would avoid it once bubblewrap's --overlay is available.
+        let root = self.project_root.clone();
+        let ws = tokio::task::spawn_blocking(move || {
+            Workspace::create(&root, &WorkspaceOptions::default())
+        })
+        .await
+        .map_err(|e| JobFailure::new(format!("sandbox workspace task failed: {e}")))?
+        .map_err(|e| JobFailure::new(format!("cannot create the sandbox workspace: {e}")))?;
+
+        let spec = self.command.spec_for(job);
+        let mut opts = self.opts.clone();
+        opts.env = spec
+            .env
+            .iter()
+            .filter(|(k, _)| !is_job_var(k))
+            .cloned()
+            .collect();
+        opts.env.extend(job_env(job, "sandbox"));
+        let run = run_sandboxed(&spec, &ws, &self.project_root, &opts, &job_stdin(job)).await;
+        let _ = ws.destroy();
+        let output = run.map_err(|e| JobFailure::new(format!("sandbox run failed: {e}")))?;
+        job_outcome(&output)
+    }
+}
+
+/// The variables `job_env` sets, which the sandbox run sets again for itself.
+fn is_job_var(name: &str) -> bool {
+    name.starts_with("SMARTWORKER_") || name == smartworker_handler::EXECUTION_CONTEXT_VAR
+}
