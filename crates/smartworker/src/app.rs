@@ -3,7 +3,7 @@
 //!
 //! Nothing here decides anything about jobs; it only connects the parts.
 
-use crate::config::{Config, QueueConfig};
+use crate::config::{Config, ExecutionContext, QueueConfig};
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
@@ -13,7 +13,7 @@ use smartworker_memory::{FallbackEmbedder, MemoryStore};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
-use smartworker_sandbox::SandboxOptions;
+use smartworker_sandbox::{SandboxHandler, SandboxOptions};
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -103,12 +103,7 @@ impl App {
         }));
         let mut handlers: BTreeMap<String, Arc<dyn Handler>> = commands
             .into_iter()
-            .map(|(name, spec)| {
-                (
-                    name,
-                    Arc::new(CommandHandler::new(spec)) as Arc<dyn Handler>,
-                )
-            })
+            .map(|(name, spec)| (name, command_handler(&cfg, spec)))
             .collect();
         handlers.insert(
             HEAL_QUEUE.to_owned(),
@@ -214,6 +209,17 @@ fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptio
         base.extend(given);
     }
     serde_json::from_value(merged).map_err(|e| format!("invalid job options: {e}"))
+}
+
+/// A queue's handler: on the host, or in the sandbox for every job when
+/// `EXECUTION_CONTEXT=sandbox`.
+fn command_handler(cfg: &Config, spec: CommandSpec) -> Arc<dyn Handler> {
+    match cfg.execution_context {
+        ExecutionContext::Host => Arc::new(CommandHandler::new(spec)),
+        ExecutionContext::Sandbox => {
+            Arc::new(SandboxHandler::new(spec, cfg.root_dir.clone(), SandboxOptions::default()))
+        }
+    }
 }
 
 fn command_spec(cfg: &Config, queue: &QueueConfig) -> CommandSpec {
