@@ -163,7 +163,7 @@ async fn follow(
                 Ok(HealEvent::Verdict { verified, fix_id, reason }) => {
                     (ending.verified, ending.fix_id) = (verified, fix_id);
                     ending.reason.clone_from(&reason);
-                    show_verdict(display, verified, fix_id, reason.as_deref());
+                    show_verdict(display, verified, fix_id);
                 }
                 Ok(event) => show_heal_event(display, &event),
                 Err(RecvError::Lagged(_)) => {}
@@ -279,16 +279,14 @@ fn show_heal_event(display: &Display, event: &HealEvent) {
     display.line(line);
 }
 
-fn show_verdict(display: &Display, verified: bool, fix_id: Option<i64>, reason: Option<&str>) {
+fn show_verdict(display: &Display, verified: bool, fix_id: Option<i64>) {
     if verified {
         let fix = fix_id.map(|f| format!(" (fix {f})")).unwrap_or_default();
         display.line(format!("✓ verdict: VERIFIED{fix}"));
-    } else {
-        display.line(format!(
-            "✗ verdict: not verified: {}",
-            reason.unwrap_or("no fix found")
-        ));
+        return;
     }
+    // The closing lines give the reason once, with what to do about it.
+    display.line("✗ verdict: not verified");
 }
 
 async fn conclude(app: &App, ending: &Ending, base: &Path) -> anyhow::Result<()> {
@@ -311,17 +309,43 @@ async fn conclude(app: &App, ending: &Ending, base: &Path) -> anyhow::Result<()>
     let reason = ending.reason.as_deref().unwrap_or("no fix was found");
     println!("Healing could not produce a verified fix: {reason}.");
     println!("The report e-mail was {}.", ending.delivery);
-    if reason.contains("model") {
-        println!(
-            "\nStart an OpenAI-compatible server at {} (for example llama.cpp's \
-             `llama-server -m qwen2.5-coder-3b-instruct-q4_k_m.gguf --port 8100`), \
-             or point APP_LLM_URL at one, and run the demo again.",
-            app.cfg.llm.url
-        );
+    if let Some(hint) = model_hint(reason, &app.cfg.llm.url) {
+        println!("\n{hint}");
     }
     Ok(())
 }
 
+/// What to do when the model server failed, unless the reason already says it.
+///
+/// An unreachable server's reason names the URL and the command that starts one on its port;
+/// repeating it (with another port) would only confuse.
+fn model_hint(reason: &str, url: &str) -> Option<String> {
+    if !reason.contains("the model could not be asked") || reason.contains("llama-server") {
+        return None;
+    }
+    Some(format!(
+        "Check the OpenAI-compatible server at {url}, or point APP_LLM_URL at another one \
+         (APP_LLM_TIMEOUT_SECS sets how long to wait for it), and run the demo again."
+    ))
+}
+
 fn config_path(base: &Path) -> PathBuf {
     base.join("project").join("smartworker.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_hint_names_the_configured_url_only_when_the_reason_lacks_one() {
+        let url = "http://127.0.0.1:8200/v1";
+        let unreachable = "the model could not be asked: no model server answers at \
+                           http://127.0.0.1:8200/v1; start one (llama.cpp: llama-server --port 8200)";
+        assert_eq!(model_hint(unreachable, url), None);
+        assert_eq!(model_hint("the sandbox run failed", url), None);
+        let timeout = "the model could not be asked: model server at x did not answer within 5s";
+        let hint = model_hint(timeout, url).unwrap();
+        assert!(hint.contains(url) && !hint.contains("8100"), "{hint}");
+    }
 }
