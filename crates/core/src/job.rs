@@ -294,6 +294,31 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job `new` becomes when stored with `id` at `now`: waiting (or delayed), no attempts.
+    pub fn stored(id: JobId, new: NewJob, now: i64) -> Job {
+        let delay = i64::try_from(new.opts.delay).unwrap_or(i64::MAX);
+        let state = if delay > 0 {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
+        };
+        Job {
+            id,
+            queue: new.queue,
+            name: new.name,
+            data: new.data,
+            opts: new.opts,
+            state,
+            attempts_made: 0,
+            attempts: Vec::new(),
+            result: None,
+            failed_reason: None,
+            created_at: now,
+            run_at: now.saturating_add(delay),
+            finished_at: None,
+        }
+    }
+
     /// True once the job will not run again by itself.
     pub fn is_finished(&self) -> bool {
         matches!(self.state, JobState::Completed | JobState::Dead)
@@ -360,20 +385,13 @@ mod tests {
     use serde_json::json;
 
     fn job(opts: JobOptions, data: Value) -> Job {
-        Job {
-            id: JobId::from("1"),
-            queue: "signup".into(),
-            name: "signup".into(),
-            data,
+        let new = NewJob {
             opts,
+            ..NewJob::new("signup", "signup", data)
+        };
+        Job {
             state: JobState::Active,
-            attempts_made: 0,
-            attempts: vec![],
-            result: None,
-            failed_reason: None,
-            created_at: 0,
-            run_at: 0,
-            finished_at: None,
+            ..Job::stored(JobId::from("1"), new, 0)
         }
     }
 

@@ -1,7 +1,7 @@
 //! Runs real processes (python3 and sh) through `run_command` and the command handler.
 
 use serde_json::{Value, json};
-use smartworker_core::{Handler, Job, JobFailure, JobId, JobOptions, JobState};
+use smartworker_core::{Handler, Job, JobFailure, JobId, JobState, NewJob};
 use smartworker_handler::{
     CommandHandler, CommandSpec, HandlerError, handler_fn, job_outcome, run_command,
 };
@@ -12,19 +12,9 @@ const PYTHON: &str = "/usr/bin/python3";
 
 fn job(data: Value) -> Job {
     Job {
-        id: JobId::from("42"),
-        queue: "signup".into(),
-        name: "welcome".into(),
-        data,
-        opts: JobOptions::default(),
         state: JobState::Active,
         attempts_made: 2,
-        attempts: vec![],
-        result: None,
-        failed_reason: None,
-        created_at: 0,
-        run_at: 0,
-        finished_at: None,
+        ..Job::stored(JobId::from("42"), NewJob::new("signup", "welcome", data), 0)
     }
 }
 

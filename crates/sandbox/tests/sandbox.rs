@@ -2,7 +2,7 @@
 
 use expect_test::expect;
 use serde_json::{Value, json};
-use smartworker_core::{Job, JobId, JobOptions, JobState};
+use smartworker_core::{Job, JobId, JobState, NewJob};
 use smartworker_handler::{CommandOutput, CommandSpec, job_env, job_outcome, job_stdin};
 use smartworker_sandbox::{
     SandboxError, SandboxOptions, Workspace, WorkspaceOptions, check_available, run_sandboxed, wrap,
@@ -14,19 +14,9 @@ use std::time::{Duration, Instant};
 
 fn job(data: Value) -> Job {
     Job {
-        id: JobId::from("7"),
-        queue: "signup".into(),
-        name: "welcome".into(),
-        data,
-        opts: JobOptions::default(),
         state: JobState::Dead,
         attempts_made: 3,
-        attempts: vec![],
-        result: None,
-        failed_reason: None,
-        created_at: 0,
-        run_at: 0,
-        finished_at: None,
+        ..Job::stored(JobId::from("7"), NewJob::new("signup", "welcome", data), 0)
     }
 }
 

@@ -6,25 +6,15 @@
 )]
 
 use serde_json::json;
-use smartworker_core::{Handler, Job, JobId, JobOptions, JobState};
+use smartworker_core::{Handler, Job, JobId, JobState, NewJob};
 use smartworker_handler::CommandSpec;
 use smartworker_sandbox::{SandboxHandler, SandboxOptions};
 
 fn job(data: serde_json::Value) -> Job {
     Job {
-        id: JobId::from("7"),
-        queue: "q".into(),
-        name: "t".into(),
-        data,
-        opts: JobOptions::default(),
         state: JobState::Active,
         attempts_made: 1,
-        attempts: vec![],
-        result: None,
-        failed_reason: None,
-        created_at: 0,
-        run_at: 0,
-        finished_at: None,
+        ..Job::stored(JobId::from("7"), NewJob::new("q", "t", data), 0)
     }
 }
 
