@@ -406,16 +406,47 @@ fn fail_one(
             })
         }
         FailureStep::DeadLetter => {
-            tx.prepare_cached(
-                "UPDATE jobs SET state = 4, failed_reason = ?1, finished_at = ?2, \
-                 attempts = json_insert(attempts, '$[#]', json(?3)), \
-                 lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?4",
-            )
-            .and_then(|mut s| s.execute(params![message, now, attempt, seq]))
-            .map_err(storage)?;
+            mark_dead(tx, seq, message, attempt, now)?;
             dead_lettered(tx, &job, now, retention)
         }
     }
+}
+
+/// Moves an active row to the dead-letter queue, recording its last attempt.
+fn mark_dead(
+    tx: &Connection,
+    seq: i64,
+    reason: &str,
+    attempt: &str,
+    now: i64,
+) -> Result<(), BackendError> {
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 4, failed_reason = ?1, finished_at = ?2, \
+         attempts = json_insert(attempts, '$[#]', json(?3)), \
+         lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?4",
+    )
+    .and_then(|mut s| s.execute(params![reason, now, attempt, seq]))
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Puts an active row back to waiting without counting its attempt (the attempt never
+/// finished), recording why; `stalls` is added to its stalled count.
+fn requeue_uncounted(
+    tx: &Connection,
+    seq: i64,
+    attempt: &str,
+    stalls: u32,
+) -> Result<(), BackendError> {
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 0, attempts_made = MAX(attempts_made - 1, 0), \
+         stalled_count = stalled_count + ?1, \
+         attempts = json_insert(attempts, '$[#]', json(?2)), \
+         lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?3",
+    )
+    .and_then(|mut s| s.execute(params![stalls, attempt, seq]))
+    .map_err(storage)?;
+    Ok(())
 }
 
 /// Adds the healing job of a job that was just dead-lettered, in the same transaction.
@@ -530,24 +561,10 @@ fn recover(
         };
         let attempt = serde_json::to_string(&attempt).map_err(storage)?;
         if too_often {
-            tx.execute(
-                "UPDATE jobs SET state = 4, failed_reason = ?1, finished_at = ?2, \
-                 attempts = json_insert(attempts, '$[#]', json(?3)), \
-                 lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?4",
-                params![STALLED_TOO_OFTEN, now, attempt, seq],
-            )
-            .map_err(storage)?;
+            mark_dead(&tx, seq, STALLED_TOO_OFTEN, &attempt, now)?;
             dead_lettered(&tx, &job, now, &mut retention)?;
         } else {
-            // The attempt never finished, so it does not count against the job's attempts.
-            tx.execute(
-                "UPDATE jobs SET state = 0, attempts_made = MAX(attempts_made - 1, 0), \
-                 stalled_count = stalled_count + 1, \
-                 attempts = json_insert(attempts, '$[#]', json(?1)), \
-                 lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?2",
-                params![attempt, seq],
-            )
-            .map_err(storage)?;
+            requeue_uncounted(&tx, seq, &attempt, 1)?;
         }
         recovered.push(job.id);
     }
@@ -668,13 +685,7 @@ impl QueueBackend for SqliteBackend {
                     stack: None,
                 };
                 let attempt = serde_json::to_string(&attempt).map_err(storage)?;
-                conn.execute(
-                    "UPDATE jobs SET state = 0, attempts_made = MAX(attempts_made - 1, 0), \
-                     attempts = json_insert(attempts, '$[#]', json(?1)), \
-                     lock_token = NULL, lock_worker = NULL, lock_until = NULL WHERE seq = ?2",
-                    params![attempt, seq],
-                )
-                .map_err(storage)?;
+                requeue_uncounted(conn, seq, &attempt, 0)?;
                 Ok(Some(job.queue))
             })
             .await?;
