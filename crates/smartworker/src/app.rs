@@ -204,11 +204,20 @@ fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptio
     let Value::Object(given) = opts else {
         return Err("\"opts\" must be an object".to_owned());
     };
-    let mut merged = serde_json::to_value(defaults).map_err(|e| e.to_string())?;
-    if let Value::Object(base) = &mut merged {
-        base.extend(given);
+    let Value::Object(mut merged) = serde_json::to_value(&defaults).map_err(|e| e.to_string())?
+    else {
+        return Err("job options do not serialise to an object".to_owned());
+    };
+
+    // One field at a time, so the message names the option that is wrong even when serde's
+    // error (`invalid type: string "3", expected u32`) does not.
+    let mut opts = defaults;
+    for (key, value) in given {
+        merged.insert(key.clone(), value);
+        opts = serde_json::from_value(Value::Object(merged.clone()))
+            .map_err(|e| format!("invalid job option {key:?}: {e}"))?;
     }
-    serde_json::from_value(merged).map_err(|e| format!("invalid job options: {e}"))
+    Ok(opts)
 }
 
 /// A queue's handler: on the host, or in the sandbox for every job when
@@ -216,9 +225,11 @@ fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptio
 fn command_handler(cfg: &Config, spec: CommandSpec) -> Arc<dyn Handler> {
     match cfg.execution_context {
         ExecutionContext::Host => Arc::new(CommandHandler::new(spec)),
-        ExecutionContext::Sandbox => {
-            Arc::new(SandboxHandler::new(spec, cfg.root_dir.clone(), SandboxOptions::default()))
-        }
+        ExecutionContext::Sandbox => Arc::new(SandboxHandler::new(
+            spec,
+            cfg.root_dir.clone(),
+            SandboxOptions::default(),
+        )),
     }
 }
 

@@ -5,15 +5,15 @@
 //! and `POST /job` adds a job and waits for its outcome.
 
 use crate::app::App;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use smartworker_core::{BackendError, Job, JobId, JobState};
+use smartworker_core::{BackendError, HEAL_QUEUE, Job, JobId, JobState, validate_queue_name};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
@@ -33,8 +33,8 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
-    /// The body is JSON of the wrong shape.
-    #[error("request body has the wrong shape: {0}")]
+    /// The body is JSON of the wrong shape, or names a value that is refused.
+    #[error("{0}")]
     InvalidBody(String),
     /// The body is over the configured limit.
     #[error("request body is larger than the limit of {0} bytes")]
@@ -42,12 +42,31 @@ pub enum ApiError {
     /// The body is not declared as JSON.
     #[error("request body must be sent with content-type: application/json")]
     NotJson,
+    /// The query string does not fit the route's parameters.
+    #[error("query string is invalid: {0}")]
+    InvalidQuery(String),
+    /// A path segment cannot be read (it is not UTF-8 once decoded).
+    #[error("path is invalid: {0}")]
+    InvalidPath(String),
+    /// No route has the path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// The route exists but not with this method.
+    #[error("method {0} is not allowed on {1}")]
+    MethodNotAllowed(Method, String),
     /// No handler serves the queue.
     #[error("queue {0:?} has no handler; configure it under [queues.{0}]")]
     UnknownQueue(String),
     /// No job has the id.
     #[error("job {0} not found")]
     JobNotFound(String),
+    /// The job was added but removed before its outcome could be read, usually by its own
+    /// `removeOnComplete` or `removeOnFail` option.
+    #[error(
+        "job {0} was removed before its outcome could be read \
+         (removeOnComplete and removeOnFail remove finished jobs)"
+    )]
+    JobRemoved(String),
     /// No fix has the id.
     #[error("fix {0} not found")]
     FixNotFound(String),
@@ -66,8 +85,15 @@ impl ApiError {
             ApiError::InvalidBody(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json"),
+            ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+            ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
+            ApiError::MethodNotAllowed(..) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             ApiError::UnknownQueue(_) => (StatusCode::NOT_FOUND, "unknown_queue"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
+            ApiError::JobRemoved(_) => (StatusCode::GONE, "job_removed"),
             ApiError::FixNotFound(_) => (StatusCode::NOT_FOUND, "fix_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "wrong_state"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -97,6 +123,24 @@ impl From<BackendError> for ApiError {
     }
 }
 
+impl From<QueryRejection> for ApiError {
+    fn from(err: QueryRejection) -> Self {
+        ApiError::InvalidQuery(cause(&err))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(err: PathRejection) -> Self {
+        ApiError::InvalidPath(cause(&err))
+    }
+}
+
+/// What serde said about a rejected request, without axum's capitalised preamble.
+fn cause(err: &(dyn std::error::Error + 'static)) -> String {
+    err.source()
+        .map_or_else(|| err.to_string(), ToString::to_string)
+}
+
 impl From<smartworker_memory::MemoryError> for ApiError {
     fn from(err: smartworker_memory::MemoryError) -> Self {
         tracing::error!(error = %err, "memory store failed");
@@ -116,13 +160,13 @@ impl Api {
     fn body<T>(&self, body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         match body {
             Ok(Json(value)) => Ok(value),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::MalformedJson(e.body_text())),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::InvalidBody(e.body_text())),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::MalformedJson(cause(&e))),
+            Err(JsonRejection::JsonDataError(e)) => Err(wrong_shape(cause(&e))),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::NotJson),
             Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::TooLarge(self.limit))
             }
-            Err(other) => Err(ApiError::MalformedJson(other.body_text())),
+            Err(other) => Err(ApiError::MalformedJson(cause(&other))),
         }
     }
 }
@@ -142,6 +186,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/fixes", get(list_fixes))
         .route("/fixes/{id}", get(get_fix))
         .route("/healthz", get(healthz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(
             usize::try_from(limit).unwrap_or(usize::MAX),
         ))
@@ -177,15 +223,80 @@ async fn enqueue_demo(State(api): State<Api>) -> Result<impl IntoResponse, ApiEr
 }
 
 /// The body of `POST /job`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct AddJob {
     /// The job's name; also its queue when `queue` is not given.
     name: String,
+    /// The queue, when it differs from the name.
     queue: Option<String>,
-    #[serde(default)]
+    /// The payload; null when not given.
     data: Value,
+    /// Job options, overlaid on the queue's defaults.
     opts: Option<Value>,
+}
+
+/// The fields `POST /job` accepts.
+const ADD_JOB_FIELDS: [&str; 4] = ["name", "queue", "data", "opts"];
+
+impl AddJob {
+    /// Reads the body by hand rather than by derive, so that an array is refused instead of
+    /// read as a tuple, and no message names a Rust type.
+    fn from_json(body: Value) -> Result<AddJob, ApiError> {
+        let Value::Object(mut fields) = body else {
+            return Err(wrong_shape(format!(
+                "expected an object with \"name\", got {}",
+                json_kind(&body)
+            )));
+        };
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !ADD_JOB_FIELDS.contains(&k.as_str()))
+        {
+            return Err(wrong_shape(format!(
+                "unknown field {unknown:?}; expected one of \"{}\"",
+                ADD_JOB_FIELDS.join("\", \"")
+            )));
+        }
+        let name = match fields.remove("name") {
+            Some(Value::String(name)) => name,
+            None => return Err(wrong_shape("missing field \"name\"".to_owned())),
+            Some(other) => return Err(not_a_string("name", &other)),
+        };
+        let queue = match fields.remove("queue") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(queue)) => Some(queue),
+            Some(other) => return Err(not_a_string("queue", &other)),
+        };
+        Ok(AddJob {
+            name,
+            queue,
+            data: fields.remove("data").unwrap_or(Value::Null),
+            opts: fields.remove("opts").filter(|opts| !opts.is_null()),
+        })
+    }
+}
+
+fn wrong_shape(message: String) -> ApiError {
+    ApiError::InvalidBody(format!("request body has the wrong shape: {message}"))
+}
+
+fn not_a_string(field: &str, value: &Value) -> ApiError {
+    wrong_shape(format!(
+        "{field:?} must be a string, not {}",
+        json_kind(value)
+    ))
+}
+
+/// How messages name a JSON value's type.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,14 +306,12 @@ struct WaitQuery {
 
 async fn add_and_wait(
     State(api): State<Api>,
-    Query(wait): Query<WaitQuery>,
-    body: Result<Json<AddJob>, JsonRejection>,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let req = api.body(body)?;
-    let queue = req.queue.unwrap_or_else(|| req.name.clone());
-    if !api.app.knows_queue(&queue) {
-        return Err(ApiError::UnknownQueue(queue));
-    }
+    let Query(wait) = wait?;
+    let req = AddJob::from_json(api.body(body)?)?;
+    let queue = producer_queue(&api.app, &req)?;
     let job = api.app.new_job(&queue, &req.name, req.data, req.opts);
     let id = api
         .app
@@ -213,8 +322,42 @@ async fn add_and_wait(
         .timeout_ms
         .map_or(DEFAULT_WAIT, Duration::from_millis)
         .min(MAX_WAIT);
-    let job = api.app.backend.wait_finished(&id, timeout).await?;
+    let job = match api.app.backend.wait_finished(&id, timeout).await {
+        Ok(job) => job,
+        // The job this request added is gone: its retention removed it once it finished.
+        Err(BackendError::NotFound(id)) => return Err(ApiError::JobRemoved(id.0)),
+        Err(err) => return Err(err.into()),
+    };
     Ok(outcome_response(&job))
+}
+
+/// The queue a `POST /job` body names: `queue`, or else `name`.
+///
+/// The name must be valid before it is looked up, so a typo is not reported as a missing
+/// `[queues.…]` table that could never be written; the internal heal queue takes jobs only
+/// from the backend, when a job that asked for healing fails for good.
+fn producer_queue(app: &App, req: &AddJob) -> Result<String, ApiError> {
+    let (queue, from_name) = match &req.queue {
+        Some(queue) => (queue.clone(), false),
+        None => (req.name.clone(), true),
+    };
+    if let Err(invalid) = validate_queue_name(&queue) {
+        let hint = if from_name {
+            " (\"name\" is the queue when \"queue\" is not given)"
+        } else {
+            ""
+        };
+        return Err(ApiError::InvalidBody(format!("{invalid}{hint}")));
+    }
+    if queue == HEAL_QUEUE {
+        return Err(ApiError::InvalidBody(format!(
+            "queue {queue:?} is internal: healing jobs are added when a job fails for good"
+        )));
+    }
+    if !app.knows_queue(&queue) {
+        return Err(ApiError::UnknownQueue(queue));
+    }
+    Ok(queue)
 }
 
 /// `POST /job`'s answer: the result, the error with every attempt, or "still running".
@@ -247,7 +390,8 @@ fn job_heals(job: &Job) -> bool {
     smartworker_core::autofix_requested(&job.opts, &job.data)
 }
 
-async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+async fn get_job(State(api): State<Api>, id: PathId) -> Result<Json<Job>, ApiError> {
+    let Path(id) = id?;
     let job = api.app.backend.get(&JobId(id.clone())).await?;
     job.map(Json).ok_or(ApiError::JobNotFound(id))
 }
@@ -275,10 +419,11 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_dead(
-    State(api): State<Api>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+/// A list route's query, its rejection kept for [`ApiError`].
+type ListParams = Result<Query<ListQuery>, QueryRejection>;
+
+async fn list_dead(State(api): State<Api>, q: ListParams) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
     let limit = q.limit.unwrap_or(100).min(1000);
     let queues = match q.queue {
         Some(queue) => vec![queue],
@@ -293,18 +438,14 @@ async fn list_dead(
     Ok(Json(json!({ "jobs": jobs })))
 }
 
-async fn retry_dead(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn retry_dead(State(api): State<Api>, id: PathId) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     api.app.backend.retry_dead(&JobId(id.clone())).await?;
     Ok(Json(json!({ "id": id, "state": "waiting" })))
 }
 
-async fn remove_dead(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn remove_dead(State(api): State<Api>, id: PathId) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     let job_id = JobId(id.clone());
     let job = api
         .app
@@ -322,10 +463,8 @@ async fn remove_dead(
     Ok(Json(json!({ "id": id, "removed": true })))
 }
 
-async fn list_fixes(
-    State(api): State<Api>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+async fn list_fixes(State(api): State<Api>, q: ListParams) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
     let fixes = api
         .app
         .memory
@@ -334,7 +473,8 @@ async fn list_fixes(
     Ok(Json(json!({ "fixes": fixes })))
 }
 
-async fn get_fix(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_fix(State(api): State<Api>, id: PathId) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
     let Ok(number) = id.parse::<i64>() else {
         return Err(ApiError::FixNotFound(id));
     };
@@ -347,6 +487,17 @@ async fn get_fix(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<
     Ok(Json(
         serde_json::to_value(fix).map_err(|_| ApiError::Internal)?,
     ))
+}
+
+/// The id segment of a route, its rejection kept for [`ApiError`].
+type PathId = Result<Path<String>, PathRejection>;
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(method, uri.path().to_owned())
 }
 
 async fn healthz(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
