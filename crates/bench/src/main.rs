@@ -1,0 +1,71 @@
+//! `smartworker-bench`: measures the embedded SQLite backend and writes each measurement as
+//! JSON, so `bench/run.sh` can merge them into one results file and print a table.
+//!
+//! Every measurement runs on loopback or on files in a temporary directory that is removed
+//! when it ends; nothing here talks to another host.
+
+mod latency;
+mod machine;
+mod report;
+mod rss;
+mod stats;
+mod throughput;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Measures SmartWorker's embedded backend; each subcommand writes one JSON result.
+#[derive(Parser, Debug)]
+#[command(name = "smartworker-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// No-op jobs per second: jobs added in bulk, timed from worker start to the last finish.
+    Throughput(throughput::ThroughputArgs),
+    /// Enqueue-to-start latency of jobs added one by one at a steady rate.
+    Latency(latency::LatencyArgs),
+    /// The resident memory (VmRSS) of a running process.
+    Rss(rss::RssArgs),
+    /// This machine: cores, CPU model, memory and load.
+    Machine {
+        /// Where to write the JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a free TCP port on 127.0.0.1 (free when asked; bind it soon).
+    FreePort,
+    /// Merges the JSON files of a run into one and prints the table.
+    Report(report::ReportArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Throughput(args) => write_json(&args.out.clone(), &throughput::run(&args).await?),
+        Command::Latency(args) => write_json(&args.out.clone(), &latency::run(&args).await?),
+        Command::Rss(args) => write_json(&args.out.clone(), &rss::measure(&args)?),
+        Command::Machine { out } => write_json(&out, &machine::describe()?),
+        Command::FreePort => free_port(),
+        Command::Report(args) => report::run(&args),
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot encode the result")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn free_port() -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
+    let port = listener.local_addr().context("no local address")?.port();
+    writeln!(std::io::stdout(), "{port}").context("cannot write to stdout")
+}

@@ -1,0 +1,302 @@
+//! Throughput: how many no-op jobs per second one worker on the embedded backend completes.
+//!
+//! Each run uses a fresh queue file in its own temporary directory. The jobs are added with
+//! `add_bulk` before the clock starts; the clock runs from `Worker::spawn` until the worker
+//! has recorded the last job as completed in SQLite. A run fails rather than report a number
+//! when any attempt fails or the run exceeds its deadline.
+
+use crate::stats::median;
+use anyhow::{Context, bail, ensure};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use smartworker_core::{Handler, NewJob, QueueBackend};
+use smartworker_handler::{CommandHandler, CommandSpec, handler_fn};
+use smartworker_queue::{SqliteBackend, SqliteOptions};
+use smartworker_worker::{Worker, WorkerOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The queue every run uses.
+const QUEUE: &str = "bench";
+
+/// Jobs per `add_bulk` call while filling the queue.
+const BULK_CHUNK: usize = 5_000;
+
+/// How often the clock looks at the worker's completed count.
+const POLL: Duration = Duration::from_millis(1);
+
+/// Which handler runs the jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// An async Rust function (`handler_fn`) returning `null`.
+    Rust,
+    /// `CommandHandler`: one process of `--program` per job.
+    Command,
+}
+
+/// Arguments of `throughput`.
+#[derive(Args, Debug)]
+pub struct ThroughputArgs {
+    /// A name for this series in the results, such as `rust` or `bin-true`.
+    #[arg(long)]
+    pub label: String,
+    /// Which handler runs the jobs.
+    #[arg(long, value_enum)]
+    pub handler: HandlerKind,
+    /// The program a command handler starts per job.
+    #[arg(long, default_value = "/bin/true")]
+    pub program: String,
+    /// An argument of the program; repeat for more.
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Jobs per run.
+    #[arg(long, default_value_t = 50_000)]
+    pub jobs: usize,
+    /// Worker concurrency levels to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256])]
+    pub concurrency: Vec<usize>,
+    /// Runs per level; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// The longest one run may take, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub deadline_secs: u64,
+    /// Where to write the JSON.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// One series: a handler measured at several concurrency levels.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Throughput {
+    /// The series' name.
+    pub label: String,
+    /// Which handler ran the jobs.
+    pub kind: HandlerKind,
+    /// What runs each job, in words.
+    pub handler: String,
+    /// Jobs per run.
+    pub jobs: usize,
+    /// One entry per concurrency level.
+    pub levels: Vec<Level>,
+}
+
+/// The runs at one concurrency level.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Level {
+    /// The worker's concurrency.
+    pub concurrency: usize,
+    /// Jobs per second of each run, in the order they ran.
+    pub jobs_per_sec: Vec<f64>,
+    /// The median of `jobs_per_sec`.
+    pub median_jobs_per_sec: f64,
+    /// Jobs per second that `add_bulk` stored while filling the queue (median of the runs).
+    pub median_bulk_add_per_sec: f64,
+}
+
+/// One timed run.
+struct Run {
+    jobs_per_sec: f64,
+    bulk_add_per_sec: f64,
+}
+
+/// Measures every level of `args`, `args.repeats` runs each.
+///
+/// # Errors
+/// When a queue file cannot be made, a job fails, or a run passes its deadline.
+pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Throughput> {
+    ensure!(
+        args.jobs > 0,
+        "--jobs must be at least 1, not {}",
+        args.jobs
+    );
+    ensure!(args.repeats > 0, "--repeats must be at least 1");
+    let mut levels = Vec::new();
+    for &concurrency in &args.concurrency {
+        levels.push(level(args, concurrency).await?);
+    }
+    Ok(Throughput {
+        label: args.label.clone(),
+        kind: args.handler,
+        handler: describe_handler(args),
+        jobs: args.jobs,
+        levels,
+    })
+}
+
+async fn level(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Level> {
+    let mut runs = Vec::new();
+    for _ in 0..args.repeats {
+        let run = one_run(args, concurrency)
+            .await
+            .with_context(|| format!("{} at concurrency {concurrency}", args.label))?;
+        eprintln!(
+            "  {:<12} concurrency {concurrency:>4}: {:>9.0} jobs/s",
+            args.label, run.jobs_per_sec
+        );
+        runs.push(run);
+    }
+    let rates: Vec<f64> = runs.iter().map(|r| r.jobs_per_sec).collect();
+    let adds: Vec<f64> = runs.iter().map(|r| r.bulk_add_per_sec).collect();
+    Ok(Level {
+        concurrency,
+        median_jobs_per_sec: median(&rates),
+        median_bulk_add_per_sec: median(&adds),
+        jobs_per_sec: rates,
+    })
+}
+
+async fn one_run(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let backend = SqliteBackend::open(&dir.path().join("queue.db"), SqliteOptions::default())?;
+    let backend: Arc<dyn QueueBackend> = Arc::new(backend);
+    let bulk_add_per_sec = fill(&backend, args.jobs).await?;
+
+    let opts = WorkerOptions {
+        concurrency,
+        ..WorkerOptions::default()
+    };
+    let handler = make_handler(args, dir.path());
+    let started = Instant::now();
+    let worker = Worker::spawn(Arc::clone(&backend), QUEUE, handler, opts);
+    let waited = wait_for_all(&worker, args.jobs, Duration::from_secs(args.deadline_secs)).await;
+    let elapsed = started.elapsed();
+    let stats = worker.shutdown().await;
+    waited?;
+
+    // The worker's count is what the clock used; the file must agree with it.
+    let counts = backend.counts(QUEUE).await?;
+    ensure!(
+        counts.completed == args.jobs as u64,
+        "the queue file holds {} completed jobs, not {} (worker stats {stats:?})",
+        counts.completed,
+        args.jobs
+    );
+    Ok(Run {
+        jobs_per_sec: args.jobs as f64 / elapsed.as_secs_f64(),
+        bulk_add_per_sec,
+    })
+}
+
+/// Adds `jobs` no-op jobs in chunks and returns how many per second were stored.
+async fn fill(backend: &Arc<dyn QueueBackend>, jobs: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut added = 0;
+    while added < jobs {
+        let n = BULK_CHUNK.min(jobs - added);
+        let chunk = (added..added + n)
+            .map(|i| NewJob::new(QUEUE, "noop", json!({ "i": i })))
+            .collect();
+        backend.add_bulk(chunk).await?;
+        added += n;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Waits until the worker has recorded `jobs` completions; fails on a failed attempt.
+async fn wait_for_all(worker: &Worker, jobs: usize, deadline: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + deadline;
+    loop {
+        let stats = worker.stats();
+        if stats.failed > 0 {
+            bail!(
+                "{} attempts failed; a no-op job must not fail",
+                stats.failed
+            );
+        }
+        if stats.completed >= jobs as u64 {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            bail!(
+                "only {} of {jobs} jobs completed within {}s",
+                stats.completed,
+                deadline.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn make_handler(args: &ThroughputArgs, cwd: &Path) -> Arc<dyn Handler> {
+    match args.handler {
+        HandlerKind::Rust => Arc::new(handler_fn(|_job| async { Ok(Value::Null) })),
+        HandlerKind::Command => {
+            let argv: Vec<&str> = args.args.iter().map(String::as_str).collect();
+            Arc::new(CommandHandler::new(CommandSpec::new(
+                args.program.clone(),
+                &argv,
+                cwd,
+            )))
+        }
+    }
+}
+
+fn describe_handler(args: &ThroughputArgs) -> String {
+    match args.handler {
+        HandlerKind::Rust => "handler_fn returning null".to_owned(),
+        HandlerKind::Command => {
+            let mut words = vec![args.program.clone()];
+            words.extend(args.args.iter().map(|a| shell_quote(a)));
+            format!("CommandHandler: {}", words.join(" "))
+        }
+    }
+}
+
+/// `word` as a shell would need it, for display only.
+fn shell_quote(word: &str) -> String {
+    let plain = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=".contains(c));
+    if plain && !word.is_empty() {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(handler: HandlerKind, jobs: usize) -> ThroughputArgs {
+        ThroughputArgs {
+            label: "test".to_owned(),
+            handler,
+            program: "/bin/sh".to_owned(),
+            args: vec!["-c".to_owned(), "echo null".to_owned()],
+            jobs,
+            concurrency: vec![4],
+            repeats: 1,
+            deadline_secs: 30,
+            out: PathBuf::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn rust_run_completes_every_job_and_reports_a_rate() {
+        let result = run(&args(HandlerKind::Rust, 300)).await.unwrap();
+        let level = &result.levels[0];
+        assert_eq!(level.concurrency, 4);
+        assert_eq!(level.jobs_per_sec.len(), 1);
+        assert!(level.median_jobs_per_sec > 0.0);
+        assert!(level.median_bulk_add_per_sec > 0.0);
+    }
+
+    #[tokio::test]
+    async fn command_run_starts_a_process_per_job() {
+        let result = run(&args(HandlerKind::Command, 20)).await.unwrap();
+        assert_eq!(result.handler, "CommandHandler: /bin/sh -c 'echo null'");
+        assert!(result.levels[0].median_jobs_per_sec > 0.0);
+    }
+
+    #[tokio::test]
+    async fn failing_command_fails_the_run_instead_of_timing_it() {
+        let mut failing = args(HandlerKind::Command, 5);
+        failing.args = vec!["-c".to_owned(), "exit 3".to_owned()];
+        let err = run(&failing).await.unwrap_err();
+        assert!(format!("{err:#}").contains("attempts failed"), "{err:#}");
+    }
+}
