@@ -28,7 +28,8 @@ const HANDLERS: [(&str, &str); 3] = [
     ("slow.py", include_str!("fixtures/api/handlers/slow.py")),
 ];
 
-/// Keys whose values change from run to run; [`check`] masks them.
+/// Keys whose values change from run to run; [`Api::check`] masks them. Job and fix ids stay:
+/// every test opens a fresh file, which numbers them from 1.
 const VOLATILE: [&str; 5] = [
     "created_at",
     "started_at",
