@@ -3,7 +3,14 @@
 //! Commands other than `serve` and `demo` work on the state directory directly, so they need
 //! no running server; a running `serve` picks up what they enqueue or retry.
 
-#![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
+/// Writes a line to stdout and returns the error when that fails, so a closed pipe
+/// (`smartworker jobs | head`) ends the command instead of panicking as `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
 
 use crate::app::App;
 use crate::config::{Config, LoadOptions};
@@ -12,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use smartworker_core::{Job, JobId, JobState, QueueBackend};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,7 +161,9 @@ pub struct TriageArgs {
 /// Any configuration error, naming the key, file and line.
 pub fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
     let opts = LoadOptions::from_process(path).context("reading the working directory")?;
-    Ok(Config::load(&opts)?)
+    // A configuration error's message is complete (key, file, line and cause); keeping its
+    // source as well would print the cause twice.
+    Config::load(&opts).map_err(|err| anyhow::anyhow!("{err}"))
 }
 
 /// Runs a command other than `serve` and `demo`.
@@ -167,7 +176,8 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
         Command::Doctor => {
             let cfg = load_config(config)?;
             let checks = crate::doctor::run_checks(&cfg).await;
-            print!("{}", crate::doctor::render(&checks));
+            let table = crate::doctor::render(&checks);
+            out!("{}", table.trim_end_matches('\n'));
             Ok(())
         }
         Command::Enqueue(args) => enqueue(&App::open(load_config(config)?)?, args).await,
@@ -196,13 +206,19 @@ fn triage(args: &TriageArgs) -> anyhow::Result<()> {
         }
     };
     let text = String::from_utf8_lossy(&text);
-    let root = args
-        .root
-        .as_ref()
-        .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()));
+    let root = args.root.as_deref().map(triage_root).transpose()?;
     let trace = smartworker_triage::parse(&text, &smartworker_triage::ParseOptions { root });
-    println!("{}", serde_json::to_string_pretty(&trace)?);
+    out!("{}", serde_json::to_string_pretty(&trace)?);
     Ok(())
+}
+
+/// The `--root` of `triage`, absolute. A root that is not a directory is refused: triage would
+/// otherwise fall back to its heuristics and quietly ignore it.
+fn triage_root(root: &Path) -> anyhow::Result<PathBuf> {
+    if !root.is_dir() {
+        bail!("--root {} is not a directory", root.display());
+    }
+    std::path::absolute(root).with_context(|| format!("resolving --root {}", root.display()))
 }
 
 fn parse_json(what: &str, text: &str) -> anyhow::Result<Value> {
@@ -236,15 +252,21 @@ async fn enqueue(app: &App, args: EnqueueArgs) -> anyhow::Result<()> {
         .new_job(&args.queue, &name, data, opts)
         .map_err(anyhow::Error::msg)?;
     let id = app.backend.add(job).await?;
-    println!("{id}");
+    out!("{id}");
     if let Some(secs) = args.wait {
         let job = app
             .backend
             .wait_finished(&id, Duration::from_secs(secs))
             .await?;
-        println!("{}", serde_json::to_string_pretty(&job)?);
+        out!("{}", serde_json::to_string_pretty(&job)?);
         if job.state == JobState::Dead {
             bail!("job {id} failed: {}", job.failed_reason.unwrap_or_default());
+        }
+        if !job.is_finished() {
+            bail!(
+                "job {id} is still {} after {secs}s; is `smartworker serve` running?",
+                job.state
+            );
         }
     }
     Ok(())
@@ -254,16 +276,24 @@ async fn jobs(app: &App, args: JobsArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         let job = app.backend.get(&JobId(id.clone())).await?;
         let job = job.with_context(|| format!("job {id} not found"))?;
-        println!("{}", serde_json::to_string_pretty(&job)?);
+        out!("{}", serde_json::to_string_pretty(&job)?);
         return Ok(());
     }
-    let states = match &args.state {
-        Some(s) => vec![JobState::parse(s).with_context(|| format!("unknown state {s:?}"))?],
-        None => JobState::ALL.to_vec(),
-    };
+    let states =
+        match &args.state {
+            Some(s) => vec![JobState::parse(s).with_context(|| {
+                format!("unknown state {s:?}; expected one of {}", state_names())
+            })?],
+            None => JobState::ALL.to_vec(),
+        };
     let listed = collect(&app.backend, args.queue, &states, args.limit).await?;
-    print_jobs(&listed);
-    Ok(())
+    print_jobs(&listed)
+}
+
+/// The states `--state` accepts, for error messages.
+fn state_names() -> String {
+    let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+    names.join(", ")
 }
 
 async fn collect(
@@ -287,14 +317,17 @@ async fn collect(
     Ok(jobs)
 }
 
-fn print_jobs(jobs: &[Job]) {
+fn print_jobs(jobs: &[Job]) -> anyhow::Result<()> {
     if jobs.is_empty() {
-        println!("no jobs");
-        return;
+        out!("no jobs");
+        return Ok(());
     }
-    println!(
+    out!(
         "{:<8} {:<20} {:<10} {:>8}  last error",
-        "id", "queue", "state", "attempts"
+        "id",
+        "queue",
+        "state",
+        "attempts"
     );
     for job in jobs {
         let error = job
@@ -303,21 +336,26 @@ fn print_jobs(jobs: &[Job]) {
             .and_then(|a| a.error.as_deref())
             .unwrap_or("");
         let error: String = error.chars().take(60).collect();
-        println!(
+        // `as_str`, not the state's `Display`, which ignores the column width.
+        out!(
             "{:<8} {:<20} {:<10} {:>8}  {error}",
-            job.id.0, job.queue, job.state, job.attempts_made
+            job.id.0,
+            job.queue,
+            job.state.as_str(),
+            job.attempts_made
         );
     }
+    Ok(())
 }
 
 async fn dead(app: &App, action: DeadAction) -> anyhow::Result<()> {
     match action {
         DeadAction::List { queue } => {
-            print_jobs(&collect(&app.backend, queue, &[JobState::Dead], 100).await?);
+            print_jobs(&collect(&app.backend, queue, &[JobState::Dead], 100).await?)?;
         }
         DeadAction::Retry { id } => {
             app.backend.retry_dead(&JobId(id.clone())).await?;
-            println!("job {id} is waiting again with fresh attempts");
+            out!("job {id} is waiting again with fresh attempts");
         }
         DeadAction::Remove { id } => {
             let job = app.backend.get(&JobId(id.clone())).await?;
@@ -326,7 +364,7 @@ async fn dead(app: &App, action: DeadAction) -> anyhow::Result<()> {
                 bail!("job {id} is {}, not in the dead-letter queue", job.state);
             }
             app.backend.remove(&job.id).await?;
-            println!("job {id} removed");
+            out!("job {id} removed");
         }
     }
     Ok(())
@@ -337,7 +375,7 @@ async fn fixes(app: &App, action: FixAction) -> anyhow::Result<()> {
         FixAction::List => {
             let fixes = app.memory.list_fixes(50).await?;
             if fixes.is_empty() {
-                println!("no fixes yet");
+                out!("no fixes yet");
             }
             for fix in fixes {
                 let verdict = if fix.verified {
@@ -345,9 +383,12 @@ async fn fixes(app: &App, action: FixAction) -> anyhow::Result<()> {
                 } else {
                     "not verified"
                 };
-                println!(
+                out!(
                     "fix {:<4} job {:<6} {:<14} {}",
-                    fix.id, fix.job_id, verdict, fix.root_cause
+                    fix.id,
+                    fix.job_id,
+                    verdict,
+                    fix.root_cause
                 );
             }
         }
@@ -357,7 +398,7 @@ async fn fixes(app: &App, action: FixAction) -> anyhow::Result<()> {
                 .get_fix(id)
                 .await?
                 .with_context(|| format!("fix {id} not found"))?;
-            println!("{}", serde_json::to_string_pretty(&fix)?);
+            out!("{}", serde_json::to_string_pretty(&fix)?);
         }
         FixAction::Apply { id } => apply_fix(app, id).await?,
     }
@@ -379,14 +420,14 @@ async fn apply_fix(app: &App, id: i64) -> anyhow::Result<()> {
     let root = app.cfg.root_dir.clone();
     let applied = smartworker_edits::apply(&root, &edits, &smartworker_edits::Limits::default())
         .with_context(|| format!("applying fix {id} to {}", root.display()))?;
-    println!("{}", applied.diff);
+    out!("{}", applied.diff);
     let job = JobId(fix.fix.summary.job_id.clone());
     match app.backend.retry_dead(&job).await {
-        Ok(()) => println!(
+        Ok(()) => out!(
             "applied to {}; job {job} is waiting again",
             applied.files.join(", ")
         ),
-        Err(err) => println!(
+        Err(err) => out!(
             "applied to {}; job {job} not retried: {err}",
             applied.files.join(", ")
         ),

@@ -4,7 +4,14 @@
 //! It ends with the verified diff and where the e-mail went, or with one clear reason why
 //! healing could not run. It never waits longer than `--timeout`.
 
-#![allow(clippy::print_stdout, reason = "the demo's output is its interface")]
+/// Writes a line to stdout. A reader that went away (`smartworker demo | head`) must not stop
+/// the run halfway, with jobs active, as `println!`'s panic would; the rest goes unread.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 use crate::app::App;
 use crate::cli::DemoArgs;
@@ -51,7 +58,7 @@ impl Display {
     fn line(&self, text: impl AsRef<str>) {
         match &self.spinner {
             Some(s) => s.println(text.as_ref()),
-            None => println!("{}", text.as_ref()),
+            None => say!("{}", text.as_ref()),
         }
     }
 
@@ -78,7 +85,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .tempdir()
         .context("creating the demo's temporary directory")?
         .keep();
-    println!(
+    say!(
         "SmartWorker demo; state and example project in {}\n",
         base.display()
     );
@@ -290,27 +297,27 @@ fn show_verdict(display: &Display, verified: bool, fix_id: Option<i64>) {
 }
 
 async fn conclude(app: &App, ending: &Ending, base: &Path) -> anyhow::Result<()> {
-    println!();
+    say!();
     if let (true, Some(fix_id)) = (ending.verified, ending.fix_id) {
         let fix = app
             .memory
             .get_fix(fix_id)
             .await?
             .context("the verified fix is missing")?;
-        println!("Verified fix {fix_id}: {}\n", fix.fix.summary.root_cause);
-        println!("{}", fix.fix.diff);
-        println!("The e-mail to the reviewer was {}.", ending.delivery);
-        println!(
+        say!("Verified fix {fix_id}: {}\n", fix.fix.summary.root_cause);
+        say!("{}", fix.fix.diff);
+        say!("The e-mail to the reviewer was {}.", ending.delivery);
+        say!(
             "Inspect: smartworker --config {} fixes show {fix_id}",
             config_path(base).display()
         );
         return Ok(());
     }
     let reason = ending.reason.as_deref().unwrap_or("no fix was found");
-    println!("Healing could not produce a verified fix: {reason}.");
-    println!("The report e-mail was {}.", ending.delivery);
+    say!("Healing could not produce a verified fix: {reason}.");
+    say!("The report e-mail was {}.", ending.delivery);
     if let Some(hint) = model_hint(reason, &app.cfg.llm.url) {
-        println!("\n{hint}");
+        say!("\n{hint}");
     }
     Ok(())
 }
