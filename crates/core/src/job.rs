@@ -79,7 +79,8 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad` honours width and alignment, so states line up in tables.
+        f.pad(self.as_str())
     }
 }
 

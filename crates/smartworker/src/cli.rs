@@ -178,6 +178,14 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
             let checks = crate::doctor::run_checks(&cfg).await;
             let table = crate::doctor::render(&checks);
             out!("{}", table.trim_end_matches('\n'));
+            let failed: Vec<&str> = checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| c.name.as_str())
+                .collect();
+            if !failed.is_empty() {
+                bail!("{} check(s) failed: {}", failed.len(), failed.join(", "));
+            }
             Ok(())
         }
         Command::Enqueue(args) => enqueue(&App::open(load_config(config)?)?, args).await,

@@ -536,7 +536,10 @@ fn doctor_prints_a_line_per_check_and_does_not_hang_on_closed_ports() {
     project.set("APP_DB_PASSWORD", "not-a-secret");
     let started = Instant::now();
 
-    let output = project.run(&["doctor"]).success();
+    // Failing checks make doctor exit non-zero, so scripts can gate on it.
+    let output = project
+        .run(&["doctor"])
+        .failure("check(s) failed: redis, postgresql");
 
     assert!(
         started.elapsed() < Duration::from_secs(20),

@@ -478,12 +478,12 @@ fn count_outcome(shared: &Shared, req: &FinishRequest, outcome: &FinishOutcome) 
         }
         FinishOutcome::Retrying { run_at } => {
             c.failed.fetch_add(1, Ordering::Relaxed);
-            debug!(job_id = %req.id, run_at, error = ?req.attempt.error, "attempt failed; retrying");
+            debug!(job_id = %req.id, run_at, error = req.attempt.error.as_deref().unwrap_or_default(), "attempt failed; retrying");
         }
         FinishOutcome::DeadLettered { heal_job } => {
             c.failed.fetch_add(1, Ordering::Relaxed);
             warn!(
-                job_id = %req.id, heal_job = ?heal_job, error = ?req.attempt.error,
+                job_id = %req.id, heal_job = ?heal_job, error = req.attempt.error.as_deref().unwrap_or_default(),
                 "job used up its attempts; moved to the dead-letter queue"
             );
         }
