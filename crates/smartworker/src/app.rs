@@ -162,6 +162,9 @@ impl App {
         if let Some(q) = self.cfg.queues.get(queue) {
             opts.concurrency = usize::try_from(q.concurrency).unwrap_or(1).max(1);
             opts.default_timeout = q.timeout_ms.map(Duration::from_millis);
+            opts.lock = Duration::from_millis(q.lock_ms);
+            // Dead workers are looked for twice per lock period.
+            opts.stalled_interval = opts.lock / 2;
         }
         opts
     }

@@ -314,6 +314,9 @@ pub struct QueueConfig {
     pub backoff: Option<Backoff>,
     /// Default milliseconds one attempt may take.
     pub timeout_ms: Option<u64>,
+    /// How long a worker's lock on a job lasts unless renewed (default 30000); a job whose
+    /// worker died runs again once its lock has expired.
+    pub lock_ms: u64,
     /// Heal jobs of this queue that fail for good (default false).
     pub autofix: bool,
     /// Host environment variables passed on to the handler; all others are withheld.
@@ -328,6 +331,7 @@ impl Default for QueueConfig {
             attempts: 1,
             backoff: None,
             timeout_ms: None,
+            lock_ms: 30_000,
             autofix: false,
             env: Vec::new(),
         }

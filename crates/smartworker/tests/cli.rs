@@ -673,3 +673,40 @@ fn a_verified_fix_is_listed_shown_and_applied_then_its_job_runs_again() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
     drop(runtime);
 }
+
+#[test]
+fn job_of_a_killed_server_runs_again_after_restart() {
+    let project = Project::new();
+    let server = project.serve();
+    let id = project
+        .run(&["enqueue", "slow", "--data", r#"{"sleep": 2}"#])
+        .success();
+    let id = id.stdout.trim().to_owned();
+    eventually("the job to start", || {
+        project.run(&["jobs", &id]).json()["state"] == "active"
+    });
+
+    // SIGKILL: no shutdown, no chance to record or hand back the job.
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert_eq!(project.run(&["jobs", &id]).json()["state"], "active");
+
+    let restarted = project.serve();
+    eventually("the job to complete after the restart", || {
+        project.run(&["jobs", &id]).json()["state"] == "completed"
+    });
+    let job = project.run(&["jobs", &id]).json();
+    assert_eq!(job["result"], serde_json::json!({"slept": 2}));
+    let history = job["attempts"].as_array().unwrap();
+    assert!(
+        history[0]["error"].as_str().unwrap().contains("stalled"),
+        "{job:#}"
+    );
+    assert_eq!(
+        job["attempts_made"], 1,
+        "the stalled run must not use the only attempt"
+    );
+    let (status, log) = restarted.stop();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+}

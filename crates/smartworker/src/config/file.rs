@@ -32,6 +32,7 @@ const QUEUE_KEYS: &[&str] = &[
     "attempts",
     "backoff",
     "timeout_ms",
+    "lock_ms",
     "autofix",
     "env",
 ];
@@ -216,6 +217,7 @@ fn queue(
             "attempts" => queue.attempts = raw.positive_u32()?,
             "backoff" => queue.backoff = Some(backoff(doc, &path, value)?),
             "timeout_ms" => queue.timeout_ms = Some(raw.positive()?),
+            "lock_ms" => queue.lock_ms = raw.positive()?,
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
             _ => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),

@@ -238,9 +238,9 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         &project,
         None,
         &[],
-        expect![[
-            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, autofix, env"
-        ]],
+        expect![
+            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env"
+        ],
     );
 
     project.file("smartworker.toml", "rootdir = \".\"\n");
@@ -329,6 +329,7 @@ command = ["node", "handlers/email.js"]
                 attempts: 1,
                 backoff: None,
                 timeout_ms: None,
+                lock_ms: 30000,
                 autofix: false,
                 env: [],
             },
@@ -347,6 +348,7 @@ command = ["node", "handlers/email.js"]
                 timeout_ms: Some(
                     30000,
                 ),
+                lock_ms: 30000,
                 autofix: true,
                 env: [
                     "DATABASE_URL",
