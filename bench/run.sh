@@ -5,7 +5,8 @@
 # It builds in release mode, then measures, each step under what is left of one time
 # budget (BENCH_BUDGET_SECS, 290 s by default, build included):
 #   1. no-op jobs/s through SqliteBackend + Worker: a Rust handler and two command handlers,
-#      at concurrency 16, 64 and 256, three runs each (median);
+#      at concurrency 16, 64 and 256, three runs each (median), and the backend alone
+#      (claim and finish in batches of that size, no worker) for comparison;
 #   2. enqueue-to-start latency at 500 jobs/s for 10 s;
 #   3. resident memory of an idle `smartworker serve`, of an idle BullMQ worker on the local
 #      Redis (127.0.0.1:6379) and of a bare Node process.
@@ -89,6 +90,9 @@ throughput() {
     say "throughput: Rust handler, 50,000 jobs per run"
     bounded "$bench" throughput --label rust --handler rust --jobs 50000 \
         --concurrency 16,64,256 --repeats 3 --out "$json/throughput-1-rust.json"
+    say "throughput: no worker, claim and finish batches straight on the backend"
+    bounded "$bench" throughput --label direct --handler direct --jobs 50000 \
+        --concurrency 16,64,256 --repeats 3 --out "$json/throughput-4-direct.json"
     say "throughput: command handler /bin/true, 2,000 jobs per run"
     bounded "$bench" throughput --label bin-true --handler command --program /bin/true \
         --jobs 2000 --concurrency 16,64,256 --repeats 3 --out "$json/throughput-2-bin-true.json"

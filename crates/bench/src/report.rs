@@ -7,7 +7,7 @@
 use crate::latency::Latency;
 use crate::machine::{self, Machine};
 use crate::rss::Rss;
-use crate::throughput::{HandlerKind, Throughput};
+use crate::throughput::{HandlerKind, Level, Throughput};
 use anyhow::Context;
 use clap::Args;
 use serde::de::DeserializeOwned;
@@ -172,6 +172,7 @@ pub fn render(results: &Results) -> String {
     let mut out = String::new();
     render_machine(&mut out, results);
     render_throughput(&mut out, &results.throughput);
+    render_cpu(&mut out, &results.throughput);
     if let Some(latency) = &results.latency {
         render_latency(&mut out, latency);
     }
@@ -202,10 +203,7 @@ fn render_throughput(out: &mut String, series: &[Throughput]) {
     if series.is_empty() {
         return;
     }
-    let levels: BTreeSet<usize> = series
-        .iter()
-        .flat_map(|s| s.levels.iter().map(|l| l.concurrency))
-        .collect();
+    let levels = levels_of(series);
     let _ = writeln!(
         out,
         "\nthroughput: no-op jobs/s, median of each level's runs (jobs added before the clock)"
@@ -224,6 +222,48 @@ fn render_throughput(out: &mut String, series: &[Throughput]) {
         }
         let _ = writeln!(out, "{row}  {}", s.handler);
     }
+}
+
+fn render_cpu(out: &mut String, series: &[Throughput]) {
+    if series.is_empty() {
+        return;
+    }
+    let levels = levels_of(series);
+    let _ = writeln!(
+        out,
+        "\nCPU per job in µs: this process + handler processes (1-min load after the level)"
+    );
+    let mut header = format!("  {:<10}", "series");
+    for level in &levels {
+        let _ = write!(header, " {:>18}", format!("c={level}"));
+    }
+    let _ = writeln!(out, "{header}");
+    for s in series {
+        let mut row = format!("  {:<10}", s.label);
+        for level in &levels {
+            let cell = s.levels.iter().find(|l| l.concurrency == *level);
+            let text = cell.map_or_else(|| "-".to_owned(), cpu_cell);
+            let _ = write!(row, " {text:>18}");
+        }
+        let _ = writeln!(out, "{row}");
+    }
+}
+
+fn cpu_cell(level: &Level) -> String {
+    let own = level.median_cpu_us_per_job;
+    let children = level.median_child_cpu_us_per_job;
+    let cpu = match children > 0.0 {
+        true => format!("{own:.0}+{children:.0}"),
+        false => format!("{own:.1}"),
+    };
+    format!("{cpu} ({:.2})", level.load_after)
+}
+
+fn levels_of(series: &[Throughput]) -> BTreeSet<usize> {
+    series
+        .iter()
+        .flat_map(|s| s.levels.iter().map(|l| l.concurrency))
+        .collect()
 }
 
 fn render_latency(out: &mut String, l: &Latency) {
@@ -288,15 +328,17 @@ fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::throughput::Level;
     use expect_test::{Expect, expect};
 
-    fn level(concurrency: usize, median: f64) -> Level {
+    fn level(concurrency: usize, median: f64, children: f64) -> Level {
         Level {
             concurrency,
             jobs_per_sec: vec![median],
             median_jobs_per_sec: median,
             median_bulk_add_per_sec: 100_000.0,
+            median_cpu_us_per_job: 2_000_000.0 / median,
+            median_child_cpu_us_per_job: children,
+            load_after: 1.25,
         }
     }
 
@@ -307,14 +349,14 @@ mod tests {
                 kind: HandlerKind::Rust,
                 handler: "handler_fn returning null".to_owned(),
                 jobs: 50_000,
-                levels: vec![level(16, 21_000.4), level(64, 26_500.0)],
+                levels: vec![level(16, 21_000.4, 0.0), level(64, 26_500.0, 0.0)],
             },
             Throughput {
                 label: "bin-true".to_owned(),
                 kind: HandlerKind::Command,
                 handler: "CommandHandler: /bin/true".to_owned(),
                 jobs: 2_000,
-                levels: vec![level(16, 950.0)],
+                levels: vec![level(16, 950.0, 812.0)],
             },
         ];
         let memory = vec![Rss {
@@ -371,6 +413,11 @@ mod tests {
                   series       jobs      c=16      c=64  handler
                   rust        50000    21,000    26,500  handler_fn returning null
                   bin-true     2000       950         -  CommandHandler: /bin/true
+
+                CPU per job in µs: this process + handler processes (1-min load after the level)
+                  series                   c=16               c=64
+                  rust              95.2 (1.25)        75.5 (1.25)
+                  bin-true      2105+812 (1.25)                  -
 
                 enqueue-to-start latency: 500 jobs/s asked, 499.9 kept, 10 s, concurrency 64, 5000 jobs
                   p50 0.80 ms   p90 1.50 ms   p99 4.25 ms   max 12.00 ms   (one add: p50 0.30 ms, p99 1.10 ms)

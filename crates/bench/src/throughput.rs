@@ -4,13 +4,19 @@
 //! `add_bulk` before the clock starts; the clock runs from `Worker::spawn` until the worker
 //! has recorded the last job as completed in SQLite. A run fails rather than report a number
 //! when any attempt fails or the run exceeds its deadline.
+//!
+//! Beside the rate, each run records the CPU time it used per job (this process, and the
+//! handler processes it waited for): on a machine shared with other work the rate moves with
+//! the load, while the CPU cost per job moves much less.
 
+use crate::machine;
 use crate::stats::median;
 use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
+use nix::sys::resource::{Usage, UsageWho, getrusage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use smartworker_core::{Handler, NewJob, QueueBackend};
+use smartworker_core::{Attempt, ClaimRequest, FinishRequest, Handler, NewJob, QueueBackend};
 use smartworker_handler::{CommandHandler, CommandSpec, handler_fn};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
 use smartworker_worker::{Worker, WorkerOptions};
@@ -35,6 +41,9 @@ pub enum HandlerKind {
     Rust,
     /// `CommandHandler`: one process of `--program` per job.
     Command,
+    /// No worker and no handler: batches of `concurrency` jobs claimed and finished straight
+    /// on the backend, one after the other; the backend's own cost.
+    Direct,
 }
 
 /// Arguments of `throughput`.
@@ -95,12 +104,20 @@ pub struct Level {
     pub median_jobs_per_sec: f64,
     /// Jobs per second that `add_bulk` stored while filling the queue (median of the runs).
     pub median_bulk_add_per_sec: f64,
+    /// CPU time of this process per job, in µs, user plus system (median of the runs).
+    pub median_cpu_us_per_job: f64,
+    /// CPU time of the handler processes per job, in µs (median of the runs).
+    pub median_child_cpu_us_per_job: f64,
+    /// The 1-minute load average after the level's last run.
+    pub load_after: f64,
 }
 
 /// One timed run.
 struct Run {
     jobs_per_sec: f64,
     bulk_add_per_sec: f64,
+    cpu_us_per_job: f64,
+    child_cpu_us_per_job: f64,
 }
 
 /// Measures every level of `args`, `args.repeats` runs each.
@@ -139,13 +156,15 @@ async fn level(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Leve
         );
         runs.push(run);
     }
-    let rates: Vec<f64> = runs.iter().map(|r| r.jobs_per_sec).collect();
-    let adds: Vec<f64> = runs.iter().map(|r| r.bulk_add_per_sec).collect();
+    let of = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     Ok(Level {
         concurrency,
-        median_jobs_per_sec: median(&rates),
-        median_bulk_add_per_sec: median(&adds),
-        jobs_per_sec: rates,
+        median_jobs_per_sec: of(|r| r.jobs_per_sec),
+        median_bulk_add_per_sec: of(|r| r.bulk_add_per_sec),
+        median_cpu_us_per_job: of(|r| r.cpu_us_per_job),
+        median_child_cpu_us_per_job: of(|r| r.child_cpu_us_per_job),
+        load_after: machine::load()?[0],
+        jobs_per_sec: runs.iter().map(|r| r.jobs_per_sec).collect(),
     })
 }
 
@@ -155,30 +174,123 @@ async fn one_run(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Ru
     let backend: Arc<dyn QueueBackend> = Arc::new(backend);
     let bulk_add_per_sec = fill(&backend, args.jobs).await?;
 
+    let cpu = CpuClock::start()?;
+    let elapsed = match args.handler {
+        HandlerKind::Direct => drive_direct(&backend, args.jobs, concurrency).await?,
+        _ => drive_worker(args, &backend, concurrency, dir.path()).await?,
+    };
+    let (cpu_us, child_cpu_us) = cpu.used_us()?;
+
+    // The clock stopped on the worker's count; the file must agree with it.
+    let counts = backend.counts(QUEUE).await?;
+    ensure!(
+        counts.completed == args.jobs as u64,
+        "the queue file holds {} completed jobs, not {}",
+        counts.completed,
+        args.jobs
+    );
+    let jobs = args.jobs as f64;
+    Ok(Run {
+        jobs_per_sec: jobs / elapsed.as_secs_f64(),
+        bulk_add_per_sec,
+        cpu_us_per_job: cpu_us / jobs,
+        child_cpu_us_per_job: child_cpu_us / jobs,
+    })
+}
+
+/// Runs a worker until it has recorded every job and returns the time from its start until
+/// then (its shutdown is not timed; its CPU is counted).
+async fn drive_worker(
+    args: &ThroughputArgs,
+    backend: &Arc<dyn QueueBackend>,
+    concurrency: usize,
+    cwd: &Path,
+) -> anyhow::Result<Duration> {
     let opts = WorkerOptions {
         concurrency,
         ..WorkerOptions::default()
     };
-    let handler = make_handler(args, dir.path());
+    let handler = make_handler(args, cwd);
     let started = Instant::now();
-    let worker = Worker::spawn(Arc::clone(&backend), QUEUE, handler, opts);
+    let worker = Worker::spawn(Arc::clone(backend), QUEUE, handler, opts);
     let waited = wait_for_all(&worker, args.jobs, Duration::from_secs(args.deadline_secs)).await;
     let elapsed = started.elapsed();
-    let stats = worker.shutdown().await;
-    waited?;
+    worker.shutdown().await;
+    waited.map(|()| elapsed)
+}
 
-    // The worker's count is what the clock used; the file must agree with it.
-    let counts = backend.counts(QUEUE).await?;
-    ensure!(
-        counts.completed == args.jobs as u64,
-        "the queue file holds {} completed jobs, not {} (worker stats {stats:?})",
-        counts.completed,
-        args.jobs
-    );
-    Ok(Run {
-        jobs_per_sec: args.jobs as f64 / elapsed.as_secs_f64(),
-        bulk_add_per_sec,
-    })
+/// Claims and finishes batches of `batch` jobs until `jobs` are completed; returns how long
+/// that took.
+async fn drive_direct(
+    backend: &Arc<dyn QueueBackend>,
+    jobs: usize,
+    batch: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut done = 0;
+    while done < jobs {
+        let req = ClaimRequest {
+            queue: QUEUE,
+            worker: "direct",
+            max: batch,
+            lock: Duration::from_secs(30),
+        };
+        let claimed = backend.claim(req).await?;
+        ensure!(
+            !claimed.is_empty(),
+            "the queue ran dry after {done} of {jobs} jobs"
+        );
+        done += claimed.len();
+        let finishes = claimed
+            .into_iter()
+            .map(|active| FinishRequest {
+                attempt: Attempt {
+                    number: active.job.attempts_made,
+                    worker: "direct".to_owned(),
+                    started_at: active.job.run_at,
+                    finished_at: active.job.run_at,
+                    error: None,
+                    stack: None,
+                },
+                id: active.job.id,
+                token: active.token,
+                outcome: Ok(Value::Null),
+            })
+            .collect();
+        backend.finish(finishes).await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// CPU time used since it started: by this process, and by the children it waited for.
+struct CpuClock {
+    own: Duration,
+    children: Duration,
+}
+
+impl CpuClock {
+    fn start() -> anyhow::Result<CpuClock> {
+        Ok(CpuClock {
+            own: cpu_of(UsageWho::RUSAGE_SELF)?,
+            children: cpu_of(UsageWho::RUSAGE_CHILDREN)?,
+        })
+    }
+
+    /// µs of CPU used since `start`, by this process and by its children.
+    fn used_us(&self) -> anyhow::Result<(f64, f64)> {
+        let own = cpu_of(UsageWho::RUSAGE_SELF)?.saturating_sub(self.own);
+        let children = cpu_of(UsageWho::RUSAGE_CHILDREN)?.saturating_sub(self.children);
+        Ok((own.as_secs_f64() * 1e6, children.as_secs_f64() * 1e6))
+    }
+}
+
+fn cpu_of(who: UsageWho) -> anyhow::Result<Duration> {
+    let usage: Usage = getrusage(who).context("cannot read the CPU time used")?;
+    let total = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    Ok(total(usage.user_time()) + total(usage.system_time()))
 }
 
 /// Adds `jobs` no-op jobs in chunks and returns how many per second were stored.
@@ -223,7 +335,9 @@ async fn wait_for_all(worker: &Worker, jobs: usize, deadline: Duration) -> anyho
 
 fn make_handler(args: &ThroughputArgs, cwd: &Path) -> Arc<dyn Handler> {
     match args.handler {
-        HandlerKind::Rust => Arc::new(handler_fn(|_job| async { Ok(Value::Null) })),
+        HandlerKind::Rust | HandlerKind::Direct => {
+            Arc::new(handler_fn(|_job| async { Ok(Value::Null) }))
+        }
         HandlerKind::Command => {
             let argv: Vec<&str> = args.args.iter().map(String::as_str).collect();
             Arc::new(CommandHandler::new(CommandSpec::new(
@@ -238,6 +352,7 @@ fn make_handler(args: &ThroughputArgs, cwd: &Path) -> Arc<dyn Handler> {
 fn describe_handler(args: &ThroughputArgs) -> String {
     match args.handler {
         HandlerKind::Rust => "handler_fn returning null".to_owned(),
+        HandlerKind::Direct => "no worker: claim and finish batches on the backend".to_owned(),
         HandlerKind::Command => {
             let mut words = vec![args.program.clone()];
             words.extend(args.args.iter().map(|a| shell_quote(a)));
@@ -283,6 +398,14 @@ mod tests {
         assert_eq!(level.jobs_per_sec.len(), 1);
         assert!(level.median_jobs_per_sec > 0.0);
         assert!(level.median_bulk_add_per_sec > 0.0);
+        assert!(level.median_cpu_us_per_job > 0.0);
+    }
+
+    #[tokio::test]
+    async fn direct_run_completes_every_job_without_a_worker() {
+        let result = run(&args(HandlerKind::Direct, 250)).await.unwrap();
+        assert_eq!(result.kind, HandlerKind::Direct);
+        assert!(result.levels[0].median_jobs_per_sec > 0.0);
     }
 
     #[tokio::test]
@@ -290,6 +413,7 @@ mod tests {
         let result = run(&args(HandlerKind::Command, 20)).await.unwrap();
         assert_eq!(result.handler, "CommandHandler: /bin/sh -c 'echo null'");
         assert!(result.levels[0].median_jobs_per_sec > 0.0);
+        assert!(result.levels[0].median_child_cpu_us_per_job > 0.0);
     }
 
     #[tokio::test]
