@@ -118,6 +118,21 @@ const RUBY_FRAMEWORKS: [&str; 9] = [
     "shoryuken",
     "solid_queue",
 ];
+/// Gems a job framework calls that are still libraries, not handlers.
+const RUBY_NEVER_APP: [&str; 12] = [
+    "activesupport",
+    "activerecord",
+    "activemodel",
+    "actionpack",
+    "actionmailer",
+    "railties",
+    "rack",
+    "redis",
+    "redis-client",
+    "connection_pool",
+    "newrelic_rpm",
+    "sentry-ruby",
+];
 const JVM_RUNTIME: [&str; 8] = [
     "java.", "javax.", "jdk.", "sun.", "com.sun.", "kotlin.", "kotlinx.", "scala.",
 ];
@@ -128,7 +143,9 @@ const JVM_FRAMEWORKS: [&str; 5] = [
     "org.springframework.batch.",
     "com.github.kagkarlsson.",
 ];
-const JVM_LIBRARIES: [&str; 26] = [
+const JVM_LIBRARIES: [&str; 28] = [
+    "org.codehaus.",
+    "groovy.",
     "org.springframework.",
     "org.apache.",
     "org.hibernate.",
@@ -164,7 +181,10 @@ const RUST_RUNTIME: [&str; 6] = [
     "panic_unwind",
     "rust_begin_unwind",
 ];
-const RUST_LIBRARIES: [&str; 26] = [
+const RUST_LIBRARIES: [&str; 29] = [
+    "anyhow",
+    "eyre",
+    "color_eyre",
     "tokio",
     "futures",
     "futures_util",
@@ -258,6 +278,13 @@ fn python_origin(file: &str) -> Origin {
 }
 
 fn javascript_origin(file: &str) -> Origin {
+    // Source-mapped bundles print `webpack:///./src/x.ts` or
+    // `webpack://app/./src/x.ts`; judge the path inside the bundle.
+    let file = strip_webpack_scheme(file);
+    // Deno and browsers load libraries from URLs.
+    if file.starts_with("https://") || file.starts_with("http://") {
+        return Origin::Library;
+    }
     let pseudo = ["<anonymous>", "native", "[native code]", "unknown location"];
     if file.is_empty() || pseudo.contains(&file) {
         return Origin::Runtime;
@@ -269,6 +296,8 @@ fn javascript_origin(file: &str) -> Origin {
         "index ",
         "evalmachine.",
         "webpack/",
+        "(webpack)/",
+        "ext:",
     ];
     if runtime_prefixes.iter().any(|p| file.starts_with(p)) {
         return Origin::Runtime;
@@ -281,6 +310,20 @@ fn javascript_origin(file: &str) -> Origin {
         return Origin::Runtime;
     }
     Origin::App
+}
+
+/// The path after a `webpack://` scheme and its optional namespace.
+fn strip_webpack_scheme(file: &str) -> &str {
+    let Some(rest) = file.strip_prefix("webpack://") else {
+        return file;
+    };
+    let rest = rest.trim_start_matches('/');
+    let rest = rest.strip_prefix("./").unwrap_or(rest);
+    // `webpack://app-name/./src/x.ts`: a namespace before `./`.
+    match rest.split_once("/./") {
+        Some((namespace, path)) if !namespace.contains('/') => path,
+        _ => rest,
+    }
 }
 
 fn jvm_origin(file: &str, function: &str) -> Origin {
@@ -400,7 +443,8 @@ fn promote_handlers(language: Language, frames: &[Frame], origins: &mut [Origin]
     let never_app: &[&str] = match language {
         Language::Python => &PYTHON_NEVER_APP,
         Language::JavaScript => &JS_NEVER_APP,
-        Language::Ruby | Language::Go => &[],
+        Language::Ruby => &RUBY_NEVER_APP,
+        Language::Go => &[],
         _ => return,
     };
     for index in 0..frames.len() {
@@ -440,7 +484,12 @@ fn package_after<'a>(file: &'a str, markers: &[&str]) -> Option<&'a str> {
 
 /// The npm package of a `node_modules` path, scoped names included.
 fn node_package(file: &str) -> Option<&str> {
-    let at = file.rfind("/node_modules/")? + "/node_modules/".len();
+    let at = match file.rfind("/node_modules/") {
+        Some(at) => at + "/node_modules/".len(),
+        None => file
+            .strip_prefix("node_modules/")
+            .map(|_| "node_modules/".len())?,
+    };
     let rest = &file[at..];
     let mut parts = rest.splitn(3, '/');
     let first = parts.next()?;

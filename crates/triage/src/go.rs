@@ -30,6 +30,7 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
     let error = lines
         .iter()
         .find_map(|line| panic_line(line))
+        .or_else(|| recovered_panic_line(lines))
         .unwrap_or_default();
     parsed.signal = lines
         .iter()
@@ -72,6 +73,24 @@ fn panic_line(line: &str) -> Option<ErrorLine> {
         error_type: caps.get(1)?.as_str().to_owned(),
         qualified: None,
         message: message.to_owned(),
+    })
+}
+
+/// A panic that a recover handler logged with `debug.Stack()`: no `panic:`
+/// line, but a log line above the goroutine naming the panic, and the
+/// message after its first `": "`.
+fn recovered_panic_line(lines: &[String]) -> Option<ErrorLine> {
+    let header = lines.iter().position(|line| GOROUTINE.is_match(line))?;
+    let line = lines[..header]
+        .iter()
+        .rev()
+        .find(|line| line.to_ascii_lowercase().contains("panic"))?;
+    let at = line.to_ascii_lowercase().find("panic")?;
+    let (_, message) = line[at..].split_once(": ")?;
+    Some(ErrorLine {
+        error_type: "panic".to_owned(),
+        qualified: None,
+        message: message.trim().to_owned(),
     })
 }
 

@@ -134,6 +134,12 @@ fn find_header(lines: &[String], floor: usize, run_start: usize, first: bool) ->
         .iter()
         .rev()
         .find(|line| !line.trim().is_empty() && !PROPERTY.is_match(line))?;
+    if let Some(error) = glued_error(line) {
+        return Some(Header {
+            error,
+            link: Link::Independent,
+        });
+    }
     let error = match LOOSE_HEADER.captures(line) {
         Some(caps) => ErrorLine {
             error_type: caps.get(1).map_or("Error", |m| m.as_str()).to_owned(),
@@ -149,6 +155,22 @@ fn find_header(lines: &[String], floor: usize, run_start: usize, first: bool) ->
     Some(Header {
         error,
         link: Link::Independent,
+    })
+}
+
+/// A failure reason stored just before the stack it came from, with no
+/// separator: `msgError: msg` (Bull's `failedReason` + `stacktrace`).
+fn glued_error(line: &str) -> Option<ErrorLine> {
+    let line = line.trim();
+    line.match_indices("Error: ").find_map(|(at, _)| {
+        let message = line[at + "Error: ".len()..].trim();
+        let name = line[..at].strip_prefix(message)?;
+        let plain = name.is_empty() || name.chars().all(|c| c.is_ascii_alphanumeric());
+        (!message.is_empty() && plain).then(|| ErrorLine {
+            error_type: format!("{name}Error"),
+            qualified: None,
+            message: message.to_owned(),
+        })
     })
 }
 

@@ -54,7 +54,8 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
     };
 
     let mut trace = assemble(language, parsed);
-    if language == Language::Unknown {
+    let returned_error = language == Language::Rust && trace.error_type.is_empty();
+    if language == Language::Unknown || returned_error {
         apply_listed_causes(&mut trace, lines);
     }
     trace.input_truncated = normalized.truncated;
@@ -198,6 +199,22 @@ fn chained(block: &Block) -> model::ChainedError {
     }
 }
 
+/// The innermost in-app frame below the last runtime `panic` frame: frames
+/// above it (Go) belong to the deferred handler that recovered and
+/// re-panicked or logged, not to the code that failed.
+fn root_frame(frames: &[Frame]) -> Option<usize> {
+    let below_panic = frames
+        .iter()
+        .rposition(|frame| frame.function.as_deref() == Some("panic"))
+        .map_or(0, |at| at + 1);
+    let in_app = |frame: &Frame| frame.in_app;
+    frames[below_panic..]
+        .iter()
+        .position(in_app)
+        .map(|index| index + below_panic)
+        .or_else(|| frames.iter().position(in_app))
+}
+
 /// Marks in-app frames everywhere and points at the root and library frames.
 fn mark_frames(trace: &mut Trace, opts: &ParseOptions) {
     let mut rooted = opts.root.as_deref().and_then(Rooted::new);
@@ -207,7 +224,7 @@ fn mark_frames(trace: &mut Trace, opts: &ParseOptions) {
         classify(language, &mut error.frames, rooted.as_mut());
     }
 
-    trace.root_frame = trace.frames.iter().position(|frame| frame.in_app);
+    trace.root_frame = root_frame(&trace.frames);
     if trace.root_frame.is_none() && !trace.frames.is_empty() {
         let outside_runtime = origins.iter().position(|origin| *origin != Origin::Runtime);
         trace.library_root = Some(outside_runtime.unwrap_or(0));

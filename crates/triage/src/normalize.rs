@@ -94,6 +94,7 @@ static FRAME_MARKER: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat (?:async )?[^\s()]+:\d+:\d+",
         r"|\bat [\w$.<>/]+\([^()]*\)",
         r"|\bfrom \S+:\d+:in ",
+        r"|\S+\.rb:\d+:in ",
         r"|/\S+\.go:\d+ \+0x",
         r"|\bat \S+\.rs:\d+",
         r"|(?:^|\s)\d{1,4}: +(?:0x[0-9a-fA-F]+ - |[<\w]+::)",
@@ -177,6 +178,32 @@ const STACK_KEYS: [&str; 5] = [
     "backtrace",
 ];
 
+/// Pairs of keys that failure records (Resque, Sidekiq, pg-boss) use for
+/// an error's class and its message.
+const TYPED_KEYS: [(&str, &str); 3] = [
+    ("exception", "error"),
+    ("exception_class", "exception_message"),
+    ("error_class", "error_message"),
+];
+
+/// `Class: message` when a record keeps the two apart, so the parsers see
+/// the error line a runtime would print.
+/// Returns the line and the two keys it used.
+fn typed_message(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(String, &'static str, &'static str)> {
+    TYPED_KEYS.iter().find_map(|&(type_key, message_key)| {
+        let error_type = map.get(type_key)?.as_str()?;
+        let message = map.get(message_key)?.as_str()?;
+        let is_type = TYPE_NAME.is_match(error_type);
+        is_type.then(|| (format!("{error_type}: {message}"), type_key, message_key))
+    })
+}
+
+/// A class name as failure records store it (`NoMethodError`, `Foo::Bar`).
+static TYPE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(?:[A-Za-z_][\w$]*(?:\.|::))*[A-Z][\w$]*$"));
+
 /// Replaces structured log records (a JSON object per line, as Docker, pino
 /// or structlog write them, or one pretty-printed object) by their text.
 fn expand_json_records(text: &str) -> String {
@@ -230,7 +257,18 @@ fn collect_text(value: &serde_json::Value, parts: &mut Vec<String>, depth: usize
                 collect_text(stack, parts, depth + 1);
                 return;
             }
+            let typed = typed_message(map);
+            let mut used: &[&str] = &[];
+            let pair;
+            if let Some((line, type_key, message_key)) = typed {
+                parts.push(line);
+                pair = [type_key, message_key];
+                used = &pair;
+            }
             for key in TEXT_KEYS {
+                if used.contains(&key) {
+                    continue;
+                }
                 if let Some(field) = map.get(key) {
                     collect_text(field, parts, depth + 1);
                 }

@@ -17,6 +17,8 @@ static FRAME_IPYTHON: LazyLock<Regex> =
 /// Exception-group gutters: `  | ` before each line, `+-+---- 1 ----` rules.
 static GROUP_RULE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*\+[-+]*-{3,}.*$"));
 static GROUP_GUTTER: LazyLock<Regex> = LazyLock::new(|| re(r"^(\s*)[|+]( |$)"));
+/// The rule that opens an exception group's first sub-exception.
+static FIRST_SUB_EXCEPTION: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*\+[-+]*-{3,} 1 -{3,}"));
 static CARET: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*[\^~]+[\s\^~]*$"));
 static EXCEPTION: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)(?::(?:\s(.*))?)?\s*$"));
@@ -66,6 +68,12 @@ impl State {
         self.current = Some(Block::new(ErrorLine::default(), link));
     }
 
+    /// Whether the error just printed is an exception group.
+    fn last_error_is_group(&self) -> bool {
+        let last = self.current.as_ref().or(self.parsed.blocks.last());
+        last.is_some_and(|b| b.error.error_type.ends_with("ExceptionGroup"))
+    }
+
     fn current_has_error(&self) -> bool {
         self.current
             .as_ref()
@@ -77,6 +85,13 @@ impl State {
 pub(crate) fn parse(lines: &[String]) -> Parsed {
     let mut state = State::default();
     for line in lines {
+        if FIRST_SUB_EXCEPTION.is_match(line) && state.last_error_is_group() {
+            // The group only wraps its sub-exceptions: the first one is the
+            // cause, the others are printed beside it.
+            state.finish_block();
+            state.pending_link = Some(Link::CauseOfPrevious);
+            continue;
+        }
         parse_line(&mut state, &strip_group_gutter(line));
     }
     state.finish_block();

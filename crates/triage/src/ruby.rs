@@ -74,6 +74,14 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
         let Some((frame, error)) = parse_frame_and_error(line) else {
             continue;
         };
+        // Ruby prints an error's cause after it, starting with its own
+        // `file:line:in 'm': message (Class)` line.
+        if let Some(cause) = &error
+            && let Some(done) = block.take_if(|b| !b.frames.is_empty())
+        {
+            parsed.push_block(done);
+            block = Some(Block::new(cause.clone(), Link::CauseOfPrevious));
+        }
         let current = block.get_or_insert_with(|| {
             let error = error
                 .clone()

@@ -20,6 +20,9 @@ static NEW_TAIL: LazyLock<Regex> = LazyLock::new(|| re(r"^(\S+?):(\d+):(\d+):\s*
 static BACKTRACE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^\s*stack backtrace:\s*$"));
 static ENTRY: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*\d+:\s+(?:0x[0-9a-fA-F]+\s+-\s+)?(.*?)\s*$"));
+/// An inlined frame some toolchains print without a number, indented under
+/// the numbered frame it was inlined into.
+static INLINED: LazyLock<Regex> = LazyLock::new(|| re(r"^\s{4,}(\S*::\S*(?: as \S+)?)\s*$"));
 static AT: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*at\s+(.+?):(\d+)(?::(\d+))?\s*$"));
 static HASH_SUFFIX: LazyLock<Regex> = LazyLock::new(|| re(r"::h[0-9a-f]{16}$"));
 
@@ -44,6 +47,14 @@ pub(crate) fn score(lines: &[String]) -> usize {
 pub(crate) fn parse(lines: &[String]) -> Parsed {
     let mut parsed = Parsed::default();
     let Some(start) = lines.iter().position(|line| PANIC_START.is_match(line)) else {
+        // A returned error (`anyhow`, `eyre`) with its `Stack backtrace:`:
+        // the frames are here, the error comes from its cause list.
+        let frames = parse_backtrace(lines);
+        if !frames.is_empty() {
+            let mut block = Block::new(ErrorLine::default(), Link::Independent);
+            frames.into_iter().for_each(|f| block.push_frame(f));
+            parsed.push_block(block);
+        }
         return parsed;
     };
     let Some(panic) = parse_panic(&lines[start..]) else {
@@ -160,7 +171,7 @@ fn parse_backtrace(lines: &[String]) -> Vec<Frame> {
             last.column = caps.get(3).and_then(|m| number(m.as_str()));
             continue;
         }
-        let Some(caps) = ENTRY.captures(line) else {
+        let Some(caps) = ENTRY.captures(line).or_else(|| INLINED.captures(line)) else {
             break;
         };
         let symbol = caps.get(1).map_or("", |m| m.as_str());

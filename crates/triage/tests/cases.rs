@@ -50,5 +50,5 @@ fn fixture_has_a_test_for_every_case() {
 /// one line; error-tracker reports (already Markdown) only take CRLF.
 #[test]
 fn every_case_survives_crlf_prefixes_quotes_json_records_and_flattening() {
-    support::check_variants(FIXTURES);
+    support::check_variants(FIXTURES, &[]);
 }

@@ -180,7 +180,10 @@ fn essence(trace: &Trace) -> (String, String, Vec<Expected>, Option<usize>) {
 /// Every case parses the same with CRLF endings, behind another compose
 /// prefix, quoted in Markdown, inside a JSON log record and flattened onto
 /// one line; error-tracker reports (already Markdown) only take CRLF.
-pub fn check_variants(fixtures: &str) {
+/// `known_gaps` lists `"id how"` wrappings that do not parse the same yet;
+/// each must still fail, so a fixed gap is noticed and removed.
+pub fn check_variants(fixtures: &str, known_gaps: &[&str]) {
+    let mut failures = Vec::new();
     for line in fixtures.lines().filter(|line| !line.trim().is_empty()) {
         let case: Value = serde_json::from_str(line).expect("fixture line is JSON");
         let id = case["id"].as_str().unwrap_or("");
@@ -212,7 +215,17 @@ pub fn check_variants(fixtures: &str) {
         }
         for (how, variant) in variants {
             let got = essence(&parse(&variant, &ParseOptions::default()));
-            assert_eq!(got, want, "{id} {how}");
+            let name = format!("{id} {how}");
+            let known = known_gaps.contains(&name.as_str());
+            if got != want && !known {
+                failures.push(format!("{name}:\n  got  {got:?}\n  want {want:?}"));
+            }
+            if got == want && known {
+                failures.push(format!(
+                    "{name}: parses the same now; drop it from the known gaps"
+                ));
+            }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
