@@ -5,6 +5,7 @@
 //! long ago that was when it starts. The producer and the worker share one process and so
 //! one SQLite connection, as an embedding application would.
 
+use crate::machine::CpuClock;
 use crate::stats::percentile;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
@@ -69,6 +70,10 @@ pub struct Latency {
     pub add_p50_ms: f64,
     /// The 99th percentile of the time one `add` call took.
     pub add_p99_ms: f64,
+    /// CPU time of this process per job, in µs.
+    pub cpu_us_per_job: f64,
+    /// Cores that other processes of the machine kept busy while the producer ran.
+    pub other_cores: f64,
 }
 
 /// Runs the producer for `args.secs` at `args.rate` and collects the start delays.
@@ -94,7 +99,9 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<Latency> {
     };
     let worker = Worker::spawn(Arc::clone(&backend), QUEUE, Arc::new(handler), opts);
 
+    let cpu = CpuClock::start()?;
     let produced = produce(&backend, args).await;
+    let (own_us, child_us, machine_us) = cpu.used_us()?;
     let total = args.rate as usize * args.secs as usize;
     let drained = wait_for_starts(&delays, total).await;
     worker.shutdown().await;
@@ -102,7 +109,11 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<Latency> {
     drained?;
 
     let delays = lock(&delays).clone();
-    Ok(summarise(args, &produced, delays))
+    let mut result = summarise(args, &produced, delays);
+    result.cpu_us_per_job = own_us / result.jobs.max(1) as f64;
+    let other_us = (machine_us - own_us - child_us).max(0.0);
+    result.other_cores = other_us / 1e6 / produced.elapsed.as_secs_f64();
+    Ok(result)
 }
 
 /// What the producer saw: how long it ran and how long each `add` took (µs).
@@ -173,6 +184,8 @@ fn summarise(args: &LatencyArgs, produced: &Produced, mut delays: Vec<u64>) -> L
         max_ms: ms(delays.last().copied().unwrap_or(0)),
         add_p50_ms: ms(percentile(&add_us, 50.0)),
         add_p99_ms: ms(percentile(&add_us, 99.0)),
+        cpu_us_per_job: 0.0,
+        other_cores: 0.0,
     }
 }
 

@@ -41,6 +41,15 @@ enum Command {
     },
     /// Prints a free TCP port on 127.0.0.1 (free when asked; bind it soon).
     FreePort,
+    /// Waits until other processes keep fewer than `--below` cores busy, at most `--max-secs`.
+    WaitQuiet {
+        /// Busy cores (over two seconds) under which the machine counts as quiet.
+        #[arg(long, default_value_t = 0.3)]
+        below: f64,
+        /// The longest wait, in seconds.
+        #[arg(long, default_value_t = 60)]
+        max_secs: u64,
+    },
     /// Merges the JSON files of a run into one and prints the table.
     Report(report::ReportArgs),
 }
@@ -54,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rss(args) => write_json(&args.out.clone(), &rss::measure(&args)?),
         Command::Machine { out } => write_json(&out, &machine::describe()?),
         Command::FreePort => free_port(),
+        Command::WaitQuiet { below, max_secs } => wait_quiet(below, max_secs).await,
         Command::Report(args) => report::run(&args),
     }
 }
@@ -62,6 +72,16 @@ async fn main() -> anyhow::Result<()> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot encode the result")?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn wait_quiet(below: f64, max_secs: u64) -> anyhow::Result<()> {
+    let busy = machine::wait_quiet(below, std::time::Duration::from_secs(max_secs)).await?;
+    let verdict = match busy < below {
+        true => "quiet",
+        false => "still busy; measuring anyway",
+    };
+    eprintln!("other processes keep {busy:.2} cores busy: {verdict}");
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<()> {

@@ -231,7 +231,7 @@ fn render_cpu(out: &mut String, series: &[Throughput]) {
     let levels = levels_of(series);
     let _ = writeln!(
         out,
-        "\nCPU per job in µs: this process + handler processes (1-min load after the level)"
+        "\nCPU per job in µs: this process + handler processes (cores other processes kept busy)"
     );
     let mut header = format!("  {:<10}", "series");
     for level in &levels {
@@ -256,7 +256,7 @@ fn cpu_cell(level: &Level) -> String {
         true => format!("{own:.0}+{children:.0}"),
         false => format!("{own:.1}"),
     };
-    format!("{cpu} ({:.2})", level.load_after)
+    format!("{cpu} ({:.2})", level.median_other_cores)
 }
 
 fn levels_of(series: &[Throughput]) -> BTreeSet<usize> {
@@ -276,6 +276,11 @@ fn render_latency(out: &mut String, l: &Latency) {
         out,
         "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (one add: p50 {:.2} ms, p99 {:.2} ms)",
         l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.add_p50_ms, l.add_p99_ms
+    );
+    let _ = writeln!(
+        out,
+        "  CPU {:.1} µs per job; other processes kept {:.2} cores busy meanwhile",
+        l.cpu_us_per_job, l.other_cores
     );
 }
 
@@ -338,6 +343,7 @@ mod tests {
             median_bulk_add_per_sec: 100_000.0,
             median_cpu_us_per_job: 2_000_000.0 / median,
             median_child_cpu_us_per_job: children,
+            median_other_cores: 0.25,
             load_after: 1.25,
         }
     }
@@ -389,6 +395,8 @@ mod tests {
                 max_ms: 12.0,
                 add_p50_ms: 0.3,
                 add_p99_ms: 1.1,
+                cpu_us_per_job: 40.0,
+                other_cores: 0.5,
             }),
             memory,
             targets: Vec::new(),
@@ -414,13 +422,14 @@ mod tests {
                   rust        50000    21,000    26,500  handler_fn returning null
                   bin-true     2000       950         -  CommandHandler: /bin/true
 
-                CPU per job in µs: this process + handler processes (1-min load after the level)
+                CPU per job in µs: this process + handler processes (cores other processes kept busy)
                   series                   c=16               c=64
-                  rust              95.2 (1.25)        75.5 (1.25)
-                  bin-true      2105+812 (1.25)                  -
+                  rust              95.2 (0.25)        75.5 (0.25)
+                  bin-true      2105+812 (0.25)                  -
 
                 enqueue-to-start latency: 500 jobs/s asked, 499.9 kept, 10 s, concurrency 64, 5000 jobs
                   p50 0.80 ms   p90 1.50 ms   p99 4.25 ms   max 12.00 ms   (one add: p50 0.30 ms, p99 1.10 ms)
+                  CPU 40.0 µs per job; other processes kept 0.50 cores busy meanwhile
 
                 idle resident memory (VmRSS; peak VmHWM)
                   smartworker-serve       35.0 MiB  (peak 36.0 MiB)  idle server

@@ -9,11 +9,10 @@
 //! handler processes it waited for): on a machine shared with other work the rate moves with
 //! the load, while the CPU cost per job moves much less.
 
-use crate::machine;
+use crate::machine::{self, CpuClock};
 use crate::stats::median;
 use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
-use nix::sys::resource::{Usage, UsageWho, getrusage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use smartworker_core::{Attempt, ClaimRequest, FinishRequest, Handler, NewJob, QueueBackend};
@@ -108,6 +107,8 @@ pub struct Level {
     pub median_cpu_us_per_job: f64,
     /// CPU time of the handler processes per job, in µs (median of the runs).
     pub median_child_cpu_us_per_job: f64,
+    /// Cores that other processes of the machine kept busy during the runs (median).
+    pub median_other_cores: f64,
     /// The 1-minute load average after the level's last run.
     pub load_after: f64,
 }
@@ -118,6 +119,7 @@ struct Run {
     bulk_add_per_sec: f64,
     cpu_us_per_job: f64,
     child_cpu_us_per_job: f64,
+    other_cores: f64,
 }
 
 /// Measures every level of `args`, `args.repeats` runs each.
@@ -163,6 +165,7 @@ async fn level(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Leve
         median_bulk_add_per_sec: of(|r| r.bulk_add_per_sec),
         median_cpu_us_per_job: of(|r| r.cpu_us_per_job),
         median_child_cpu_us_per_job: of(|r| r.child_cpu_us_per_job),
+        median_other_cores: of(|r| r.other_cores),
         load_after: machine::load()?[0],
         jobs_per_sec: runs.iter().map(|r| r.jobs_per_sec).collect(),
     })
@@ -179,7 +182,8 @@ async fn one_run(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Ru
         HandlerKind::Direct => drive_direct(&backend, args.jobs, concurrency).await?,
         _ => drive_worker(args, &backend, concurrency, dir.path()).await?,
     };
-    let (cpu_us, child_cpu_us) = cpu.used_us()?;
+    let (cpu_us, child_cpu_us, machine_us) = cpu.used_us()?;
+    let other_us = (machine_us - cpu_us - child_cpu_us).max(0.0);
 
     // The clock stopped on the worker's count; the file must agree with it.
     let counts = backend.counts(QUEUE).await?;
@@ -195,6 +199,7 @@ async fn one_run(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Ru
         bulk_add_per_sec,
         cpu_us_per_job: cpu_us / jobs,
         child_cpu_us_per_job: child_cpu_us / jobs,
+        other_cores: other_us / 1e6 / elapsed.as_secs_f64(),
     })
 }
 
@@ -260,37 +265,6 @@ async fn drive_direct(
         backend.finish(finishes).await?;
     }
     Ok(started.elapsed())
-}
-
-/// CPU time used since it started: by this process, and by the children it waited for.
-struct CpuClock {
-    own: Duration,
-    children: Duration,
-}
-
-impl CpuClock {
-    fn start() -> anyhow::Result<CpuClock> {
-        Ok(CpuClock {
-            own: cpu_of(UsageWho::RUSAGE_SELF)?,
-            children: cpu_of(UsageWho::RUSAGE_CHILDREN)?,
-        })
-    }
-
-    /// µs of CPU used since `start`, by this process and by its children.
-    fn used_us(&self) -> anyhow::Result<(f64, f64)> {
-        let own = cpu_of(UsageWho::RUSAGE_SELF)?.saturating_sub(self.own);
-        let children = cpu_of(UsageWho::RUSAGE_CHILDREN)?.saturating_sub(self.children);
-        Ok((own.as_secs_f64() * 1e6, children.as_secs_f64() * 1e6))
-    }
-}
-
-fn cpu_of(who: UsageWho) -> anyhow::Result<Duration> {
-    let usage: Usage = getrusage(who).context("cannot read the CPU time used")?;
-    let total = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
-    };
-    Ok(total(usage.user_time()) + total(usage.system_time()))
 }
 
 /// Adds `jobs` no-op jobs in chunks and returns how many per second were stored.
