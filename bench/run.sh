@@ -49,7 +49,10 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 bounded() {
     local left=$((deadline - SECONDS))
     ((left > 0)) || die "time budget of ${budget}s used up before: $*"
-    timeout --kill-after=5 "$left" "$@"
+    local rc=0
+    timeout --kill-after=5 "$left" "$@" || rc=$?
+    ((rc != 124 && rc != 137)) || die "time budget of ${budget}s ran out during: $*"
+    return "$rc"
 }
 
 # Waits up to $2 seconds for the command in $3.. to succeed.
