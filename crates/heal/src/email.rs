@@ -115,7 +115,10 @@ fn write_how_to_apply(text: &mut String, o: &Outcome<'_>) {
             "It did not pass in the sandbox; review it before using it."
         );
     }
-    let _ = writeln!(text, "How to apply (in the project's directory, or with --config):");
+    let _ = writeln!(
+        text,
+        "How to apply (in the project's directory, or with --config):"
+    );
     let _ = writeln!(
         text,
         "  smartworker fixes apply {fix}   # applies the diff to the project and retries job {}",
