@@ -199,6 +199,9 @@ impl NewJob {
         if self.opts.attempts == 0 {
             return Err(InvalidJob::ZeroAttempts);
         }
+        if self.opts.timeout == Some(0) {
+            return Err(InvalidJob::ZeroTimeout);
+        }
         if self.name.len() > MAX_QUEUE_NAME {
             return Err(InvalidJob::NameTooLong(self.name.len()));
         }
@@ -223,6 +226,9 @@ pub enum InvalidJob {
     /// `attempts` was 0.
     #[error("attempts must be at least 1")]
     ZeroAttempts,
+    /// `timeout` was 0, which would fail every attempt at once.
+    #[error("timeout must be at least 1 ms; leave it out for no timeout")]
+    ZeroTimeout,
     /// The job name is too long.
     #[error("job name is {0} bytes long; the limit is 128")]
     NameTooLong(usize),
@@ -457,6 +463,15 @@ mod tests {
         for bad in ["", "a:b", "a b", "{x}", &"q".repeat(129)] {
             assert!(validate_queue_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn zero_timeout_is_refused_instead_of_failing_every_attempt() {
+        let mut job = NewJob::new("q", "t", json!({}));
+        job.opts.timeout = Some(0);
+        assert_eq!(job.validate(), Err(InvalidJob::ZeroTimeout));
+        job.opts.timeout = Some(1);
+        assert_eq!(job.validate(), Ok(()));
     }
 
     #[test]

@@ -530,6 +530,14 @@ impl Healer {
         let Some(command) = self.parts.commands.get(&job.queue) else {
             return Verification::Refused(format!("queue {:?} has no command handler", job.queue));
         };
+        // The workspace copy leaves out symlinks that lead outside the project, so a path that
+        // is safe there may not be in the project itself; a fix must be appliable to both.
+        if let Some(refusal) = edits
+            .iter()
+            .find_map(|e| smartworker_edits::check_path(&s.project_root, e.path()).err())
+        {
+            return Verification::Refused(refusal.to_string());
+        }
         let root = s.project_root.clone();
         let (edits, limits) = (edits.to_vec(), s.limits.clone());
         let prepared = tokio::task::spawn_blocking(move || {
@@ -560,8 +568,10 @@ impl Healer {
             Err(err) => return Verification::Refused(format!("the sandbox could not run: {err}")),
         };
         let mut outcome = job_outcome(&output);
-        if outcome.is_ok() {
-            outcome = self.run_checks(&ws, &opts).await;
+        if outcome.is_ok()
+            && let Err(failure) = self.run_checks(&ws, &opts).await
+        {
+            outcome = Err(failure);
         }
         if let Err(err) = ws.destroy() {
             warn!(error = %err, "workspace not fully removed");

@@ -156,9 +156,31 @@ pub fn root_cause(reply: &str) -> String {
     });
     let text = match marked {
         Some(t) if !t.is_empty() => t,
-        _ => prose.split_whitespace().collect::<Vec<_>>().join(" "),
+        _ => explanation(prose),
     };
     cut(&text, 600)
+}
+
+/// The prose before the code without the model's pleasantries ("Sure!", "Here is the fix:").
+fn explanation(prose: &str) -> String {
+    const FILLER: [&str; 7] = [
+        "sure",
+        "certainly",
+        "of course",
+        "here is",
+        "here's",
+        "below is",
+        "i see the",
+    ];
+    let sentences = prose.split_inclusive(['.', '!', ':', '\n']).map(str::trim);
+    let kept: Vec<&str> = sentences
+        .filter(|s| !s.is_empty())
+        .filter(|s| !FILLER.iter().any(|f| s.to_ascii_lowercase().starts_with(f)))
+        .collect();
+    kept.join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn one_line(text: &str) -> String {
@@ -209,6 +231,8 @@ mod tests {
             "The code divides by the count, which is zero for empty lists."
         );
         assert_eq!(root_cause(&"é".repeat(400)).chars().count(), 301);
+        let chatty = "Sure! Here is the corrected module:\n\nThe loop stops one short.\n```py\n```";
+        assert_eq!(root_cause(chatty), "The loop stops one short.");
     }
 
     #[test]

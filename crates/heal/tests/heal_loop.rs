@@ -463,3 +463,31 @@ async fn fix_that_reaches_for_the_network_fails_in_the_sandbox() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn fix_writing_through_a_symlink_that_leaves_the_project_is_refused() {
+    let h = Harness::start(1).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), h.root.join("ext")).unwrap();
+    // A correct fix, plus a write through the link: the workspace copy has no link there, so
+    // only a check against the project itself can see where the write would land.
+    h.model.push_content(format!(
+        "{GOOD_REPLY}\n\n```text path=ext/victim.txt\nowned\n```\n"
+    ));
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false, "{report:#}");
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    assert_eq!(attempts[0].record.verdict, "refused");
+    assert!(
+        attempts[0]
+            .record
+            .refusal
+            .as_deref()
+            .unwrap()
+            .contains("symlink"),
+        "{attempts:?}"
+    );
+    assert!(!outside.path().join("victim.txt").exists());
+    h.stop().await;
+}

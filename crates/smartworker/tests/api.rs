@@ -420,6 +420,10 @@ async fn bad_job_requests_are_refused_clearly_and_store_nothing() {
             json_request(r#"{"name": "echo", "opts": {"atempts": 3}}"#),
         ),
         (
+            "zero timeout",
+            json_request(r#"{"name": "echo", "opts": {"timeout": 0}}"#),
+        ),
+        (
             "opts not an object",
             json_request(r#"{"name": "echo", "opts": [3]}"#),
         ),
@@ -473,6 +477,7 @@ async fn bad_job_requests_are_refused_clearly_and_store_nothing() {
         internal heal queue: 422 invalid_body: queue "smartworker-heal" is internal: healing jobs are added when a job fails for good
         zero attempts: 422 invalid_body: attempts must be at least 1
         misspelt option: 422 invalid_body: invalid job option "atempts": unknown field `atempts`, expected one of `attempts`, `backoff`, `delay`, `priority`, `timeout`, `removeOnComplete`, `removeOnFail`, `autofix`, `jobId`
+        zero timeout: 422 invalid_body: timeout must be at least 1 ms; leave it out for no timeout
         opts not an object: 422 invalid_body: "opts" must be an object
         option of the wrong type: 422 invalid_body: invalid job option "attempts": invalid type: string "3", expected u32
         integer job id: 422 invalid_body: custom job id "42" is an integer; custom ids must not be integers

@@ -474,7 +474,7 @@ fn wrong_input_gets_a_clear_error_and_a_non_zero_exit() {
 }
 
 #[test]
-fn enqueue_reads_data_from_stdin_and_warns_about_a_queue_without_handler() {
+fn enqueue_reads_data_from_stdin_and_refuses_a_queue_without_handler() {
     let project = Project::new();
     let output = project
         .run_with_stdin(&["enqueue", "echo", "--data", "-"], r#"{"from":"stdin"}"#)
@@ -482,11 +482,14 @@ fn enqueue_reads_data_from_stdin_and_warns_about_a_queue_without_handler() {
     assert_eq!(output.stdout, "1\n");
     let job = project.run(&["jobs", "1"]).success().json();
     assert_eq!(job["data"], serde_json::json!({"from": "stdin"}));
-    let unknown = project.run(&["enqueue", "nowhere"]).success();
-    assert!(
-        unknown.stderr.contains(r#"queue "nowhere" has no handler"#),
-        "{}",
-        unknown.all()
+    project
+        .run(&["enqueue", "nowhere"])
+        .failure(r#"queue "nowhere" has no handler"#);
+    let queues = project.run(&["jobs", "--queue", "nowhere"]).success();
+    assert_eq!(
+        queues.stdout.trim(),
+        "no jobs",
+        "a refused job must not be stored"
     );
 }
 
