@@ -237,6 +237,21 @@ struct Progress {
     reason: Option<String>,
 }
 
+/// One reply of the model (round 0 is a fix reused from memory).
+struct Answer<'a> {
+    round: u32,
+    question: &'a str,
+    reply: &'a str,
+    started: Instant,
+}
+
+/// A round as it is stored: the reply, its edits and what verifying them found.
+struct Round<'a> {
+    answer: &'a Answer<'a>,
+    edits: &'a [Edit],
+    verification: &'a Verification,
+}
+
 /// Heals dead-lettered jobs.
 pub struct Healer {
     parts: HealerParts,
@@ -410,8 +425,18 @@ impl Healer {
         };
         let started = Instant::now();
         let verification = self.verify(&case.job, &edits).await;
-        let passed = self.record_round(case, heal_job, 0, "", "", &edits, &verification, started);
-        let passed = passed.await?;
+        let answer = Answer {
+            round: 0,
+            question: "",
+            reply: "",
+            started,
+        };
+        let done = Round {
+            answer: &answer,
+            edits: &edits,
+            verification: &verification,
+        };
+        let passed = self.record_round(case, heal_job, &done).await?;
         if passed {
             progress.verified = true;
             progress.source = Some(FixSource::Memory);
@@ -437,90 +462,118 @@ impl Healer {
             snippets: &case.snippets,
             similar: &case.similar,
         });
-        let known: Vec<String> = case.snippets.iter().map(|s| s.path.clone()).collect();
-        let model_name = self.parts.model.config().model.clone();
         for round in 1..=self.settings().rounds.max(1) {
             progress.rounds = round;
             let started = Instant::now();
-            self.emit(HealEvent::ModelRequest {
-                round,
-                model: model_name.clone(),
-            });
-            let reply = match self.parts.model.chat(&messages).await {
-                Ok(reply) => reply,
-                Err(err) => {
-                    progress.reason = Some(format!("the model could not be asked: {err}"));
-                    return Ok(());
-                }
+            let Some(reply) = self.ask(round, &messages, progress).await else {
+                return Ok(());
             };
-            let content = reply.content;
-            let elapsed_ms = millis(started);
-            self.emit(HealEvent::ModelReply {
-                round,
-                chars: content.chars().count(),
-                elapsed_ms,
-            });
             let question = messages
                 .last()
                 .map(|m| m.content.clone())
                 .unwrap_or_default();
-            progress.root_cause = prompt::root_cause(&content);
-
-            let edits = smartworker_edits::parse_reply(&content, &known);
-            let verification = match &edits {
-                Ok(edits) => self.verify(&case.job, edits).await,
-                Err(err) => Verification::Refused(err.to_string()),
+            let answer = Answer {
+                round,
+                question: &question,
+                reply: &reply,
+                started,
             };
-            let edits = edits.unwrap_or_default();
-            let passed = self
-                .record_round(
-                    case,
-                    heal_job,
-                    round,
-                    &question,
-                    &content,
-                    &edits,
-                    &verification,
-                    started,
-                )
-                .await?;
-            absorb(progress, &verification);
-            if matches!(verification, Verification::Ran { .. }) {
-                progress.edits = serde_json::to_value(&edits).unwrap_or(Value::Null);
-            }
-            if passed {
-                progress.verified = true;
-                progress.source = Some(FixSource::Model);
+            let verification = self.try_answer(case, heal_job, &answer, progress).await?;
+            if progress.verified {
                 return Ok(());
             }
-            let feedback = match &verification {
-                Verification::Refused(reason) => prompt::refused(reason),
-                Verification::Ran {
-                    output, outcome, ..
-                } => {
-                    let error = outcome
-                        .as_ref()
-                        .err()
-                        .map(|f| f.message.clone())
-                        .unwrap_or_default();
-                    prompt::still_failing(
-                        &error,
-                        &mask_secrets(&output.stderr, &self.settings().secrets),
-                    )
-                }
-            };
-            progress.reason = Some(match &verification {
-                Verification::Refused(reason) => {
-                    format!("the model's last answer was refused: {reason}")
-                }
-                Verification::Ran { .. } => {
-                    "the job still failed in the sandbox with the model's last fix".into()
-                }
-            });
-            messages.push(ChatMessage::assistant(content));
+            let (feedback, reason) = self.feedback(&verification);
+            progress.reason = Some(reason);
+            messages.push(ChatMessage::assistant(reply));
             messages.push(ChatMessage::user(feedback));
         }
         Ok(())
+    }
+
+    /// Asks the model once; `None`, with the reason kept, when it cannot be asked.
+    async fn ask(
+        &self,
+        round: u32,
+        messages: &[ChatMessage],
+        progress: &mut Progress,
+    ) -> Option<String> {
+        let started = Instant::now();
+        let model = self.parts.model.config().model.clone();
+        self.emit(HealEvent::ModelRequest { round, model });
+        match self.parts.model.chat(messages).await {
+            Ok(reply) => {
+                let chars = reply.content.chars().count();
+                let elapsed_ms = millis(started);
+                self.emit(HealEvent::ModelReply {
+                    round,
+                    chars,
+                    elapsed_ms,
+                });
+                Some(reply.content)
+            }
+            Err(err) => {
+                progress.reason = Some(format!("the model could not be asked: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Parses one reply into edits, verifies them and records the round.
+    async fn try_answer(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        answer: &Answer<'_>,
+        progress: &mut Progress,
+    ) -> Result<Verification, HealError> {
+        progress.root_cause = prompt::root_cause(answer.reply);
+        let known: Vec<String> = case.snippets.iter().map(|s| s.path.clone()).collect();
+        let edits = smartworker_edits::parse_reply(answer.reply, &known);
+        let verification = match &edits {
+            Ok(edits) => self.verify(&case.job, edits).await,
+            Err(err) => Verification::Refused(err.to_string()),
+        };
+        let edits = edits.unwrap_or_default();
+        let round = Round {
+            answer,
+            edits: &edits,
+            verification: &verification,
+        };
+        let passed = self.record_round(case, heal_job, &round).await?;
+        absorb(progress, &verification);
+        if matches!(verification, Verification::Ran { .. }) {
+            progress.edits = serde_json::to_value(&edits).unwrap_or(Value::Null);
+        }
+        if passed {
+            progress.verified = true;
+            progress.source = Some(FixSource::Model);
+        }
+        Ok(verification)
+    }
+
+    /// What the model is told after a round that did not verify, and why healing would stop
+    /// here if it were the last round.
+    fn feedback(&self, verification: &Verification) -> (String, String) {
+        match verification {
+            Verification::Refused(reason) => (
+                prompt::refused(reason),
+                format!("the model's last answer was refused: {reason}"),
+            ),
+            Verification::Ran {
+                output, outcome, ..
+            } => {
+                let error = outcome
+                    .as_ref()
+                    .err()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default();
+                let stderr = mask_secrets(&output.stderr, &self.settings().secrets);
+                (
+                    prompt::still_failing(&error, &stderr),
+                    "the job still failed in the sandbox with the model's last fix".to_owned(),
+                )
+            }
+        }
     }
 
     /// Applies `edits` in a fresh workspace and re-runs the job there. The workspace is
@@ -606,36 +659,29 @@ impl Healer {
     }
 
     /// Stores one round and says whether it verified.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one record built from one round's pieces"
-    )]
     async fn record_round(
         &self,
         case: &Case,
         heal_job: &str,
-        round: u32,
-        prompt: &str,
-        reply: &str,
-        edits: &[Edit],
-        verification: &Verification,
-        started: Instant,
+        done: &Round<'_>,
     ) -> Result<bool, HealError> {
+        let (answer, verification) = (done.answer, done.verification);
+        let round = answer.round;
         let secrets = &self.settings().secrets;
         let mut record = HealAttemptRecord {
             heal_job_id: heal_job.to_owned(),
             job_id: case.job.id.0.clone(),
             round,
-            prompt: prompt.to_owned(),
-            reply: reply.to_owned(),
-            edits_json: serde_json::to_value(edits).unwrap_or(Value::Null),
+            prompt: answer.question.to_owned(),
+            reply: answer.reply.to_owned(),
+            edits_json: serde_json::to_value(done.edits).unwrap_or(Value::Null),
             sandbox_stdout: String::new(),
             sandbox_stderr: String::new(),
             sandbox_exit: None,
             verdict: String::new(),
             refusal: None,
             timings: AttemptTimings {
-                total_ms: millis(started),
+                total_ms: millis(answer.started),
                 ..AttemptTimings::default()
             },
         };
