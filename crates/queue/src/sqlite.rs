@@ -311,6 +311,17 @@ struct Finished {
     woken_queue: Option<String>,
 }
 
+impl Finished {
+    /// The lock had passed on: nothing changed and nobody is told.
+    fn lock_lost() -> Finished {
+        Finished {
+            outcome: FinishOutcome::LockLost,
+            finished_id: None,
+            woken_queue: None,
+        }
+    }
+}
+
 /// Records one finished attempt inside an open transaction.
 fn finish_one(
     tx: &Connection,
@@ -318,11 +329,7 @@ fn finish_one(
     now: i64,
     retention: &mut BTreeSet<(String, JobState, KeepJobs)>,
 ) -> Result<Finished, BackendError> {
-    let lost = Finished {
-        outcome: FinishOutcome::LockLost,
-        finished_id: None,
-        woken_queue: None,
-    };
+    let lost = Finished::lock_lost();
     let Some(seq) = seq_of(tx, &req.id)? else {
         return Ok(lost);
     };
@@ -371,11 +378,7 @@ fn fail_one(
     now: i64,
     retention: &mut BTreeSet<(String, JobState, KeepJobs)>,
 ) -> Result<Finished, BackendError> {
-    let lost = Finished {
-        outcome: FinishOutcome::LockLost,
-        finished_id: None,
-        woken_queue: None,
-    };
+    let lost = Finished::lock_lost();
     let sql =
         format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1 AND state = 2 AND lock_token = ?2");
     let Some(job) = tx
