@@ -37,6 +37,14 @@ const PRLIMIT: &str = "/usr/bin/prlimit";
 /// The tool that drops root before bubblewrap starts (util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";
 
+/// The shell that opens the seccomp filter files as descriptors 8 and 9 for bubblewrap.
+const SH: &str = "/bin/sh";
+
+/// Opens the two filter files (the first two arguments) on the descriptors bubblewrap's
+/// `--add-seccomp-fd` flags name, then becomes the rest of the command line. The paths are
+/// arguments, never part of the script.
+const OPEN_FILTERS: &str = r#"deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<"$clone3""#;
+
 /// The search path inside the sandbox.
 const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -89,8 +97,14 @@ impl Default for SandboxOptions {
 /// the sandbox runs as `opts.host_user`, so [`Workspace::hand_over`] must give it the
 /// workspace first ([`run_sandboxed`] does).
 ///
+/// Everything in the sandbox runs under a seccomp filter refusing, with `EPERM`, the calls a
+/// job never needs (see [`crate::denied_syscalls`]). The filter is written next to the
+/// workspace and lives as long as `ws`; `/bin/sh` opens it for bubblewrap, so the command line
+/// starts with the shell.
+///
 /// # Errors
-/// The project root cannot be resolved, or bubblewrap, prlimit or the program is missing.
+/// The project root cannot be resolved, bubblewrap, prlimit, `/bin/sh` or the program is
+/// missing, or the seccomp filter cannot be written.
 pub fn wrap(
     spec: &CommandSpec,
     ws: &Workspace,
@@ -107,16 +121,16 @@ pub fn wrap(
     let mut visible: Vec<&Path> = vec![&root];
     visible.extend(opts.extra_ro_binds.iter().map(PathBuf::as_path));
     let resolved = resolve_program(&spec.program, std::env::var_os("PATH").as_deref(), &visible)?;
+    let shell = require_tool("sh", SH)?;
+    let (deny, clone3) = ws.seccomp_files()?;
 
-    let mut args = Vec::new();
-    let program = match drop_root_to(opts.host_user) {
-        Some(user) => {
-            args.extend(setpriv_args(user));
-            args.push(bwrap);
-            require_tool("setpriv", SETPRIV)?
-        }
-        None => bwrap,
-    };
+    let mut args = vec!["-c".to_owned(), OPEN_FILTERS.to_owned(), "sh".to_owned()];
+    args.extend([deny, clone3].map(|p| p.to_string_lossy().into_owned()));
+    if let Some(user) = drop_root_to(opts.host_user) {
+        args.push(require_tool("setpriv", SETPRIV)?);
+        args.extend(setpriv_args(user));
+    }
+    args.push(bwrap);
     args.extend(isolation_args());
     args.extend(mount_args(opts, resolved.bind.as_deref()));
     args.extend(pair("--bind", ws.path(), &root));
@@ -128,7 +142,7 @@ pub fn wrap(
     args.extend(spec.args.iter().cloned());
 
     Ok(CommandSpec {
-        program,
+        program: shell,
         args,
         cwd: ws.path().to_owned(),
         env: Vec::new(),
@@ -225,6 +239,10 @@ fn isolation_args() -> Vec<String> {
         "--new-session",
         "--cap-drop",
         "ALL",
+        "--add-seccomp-fd",
+        "8",
+        "--add-seccomp-fd",
+        "9",
     ];
     flags.map(str::to_owned).to_vec()
 }

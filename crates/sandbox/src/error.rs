@@ -63,6 +63,9 @@ pub enum SandboxError {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// The seccomp filter could not be built or written.
+    #[error("cannot build the seccomp filter: {0}")]
+    Seccomp(String),
     /// The handler's program was not found on the host's PATH.
     #[error("program {0:?} is not on PATH")]
     ProgramNotFound(String),

@@ -9,9 +9,11 @@ mod bwrap;
 mod error;
 mod handler;
 mod resolve;
+mod seccomp;
 mod workspace;
 
 pub use bwrap::{SandboxOptions, check_available, run_sandboxed, wrap};
 pub use error::SandboxError;
 pub use handler::SandboxHandler;
+pub use seccomp::denied_syscalls;
 pub use workspace::{SKIPPED_DIRS, Workspace, WorkspaceOptions};

@@ -5,10 +5,13 @@
 //! resolve inside the copy both on the host and in the sandbox.
 
 use crate::error::SandboxError;
+use crate::seccomp;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, lchown, symlink};
 use std::path::{Component, Path, PathBuf};
-use tempfile::TempDir;
+use std::sync::OnceLock;
+use tempfile::{NamedTempFile, TempDir};
 
 /// Directory names never copied: version control, our own state, build output, caches.
 pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
@@ -40,6 +43,15 @@ pub struct Workspace {
     dir: TempDir,
     project_root: PathBuf,
     notes: Vec<String>,
+    /// The compiled seccomp filters, written beside the copy (never inside it) on first use.
+    seccomp: OnceLock<SeccompFiles>,
+}
+
+/// The filter files of one workspace, removed with it.
+#[derive(Debug)]
+struct SeccompFiles {
+    deny: NamedTempFile,
+    clone3: NamedTempFile,
 }
 
 impl Workspace {
@@ -76,6 +88,7 @@ impl Workspace {
             dir,
             project_root: root,
             notes,
+            seccomp: OnceLock::new(),
         })
     }
 
@@ -92,6 +105,28 @@ impl Workspace {
     /// What was left out of the copy and why, one line each.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// The seccomp filter files for a sandbox over this copy: the `EPERM` filter and the
+    /// `clone3` one. Written once, next to the copy's directory, so the sandbox cannot see or
+    /// change them; removed with the workspace.
+    pub(crate) fn seccomp_files(&self) -> Result<(PathBuf, PathBuf), SandboxError> {
+        if let Some(files) = self.seccomp.get() {
+            return Ok((files.deny.path().to_owned(), files.clone3.path().to_owned()));
+        }
+        let bytes = seccomp::compile()?;
+        let parent = self.path().parent().unwrap_or(self.path());
+        let files = SeccompFiles {
+            deny: filter_file(parent, &bytes.deny)?,
+            clone3: filter_file(parent, &bytes.clone3)?,
+        };
+        // A concurrent first call may have won; either set of files is the same filter.
+        let files = match self.seccomp.set(files) {
+            Ok(()) => self.seccomp.get(),
+            Err(_) => self.seccomp.get(),
+        };
+        let files = files.ok_or_else(|| SandboxError::Seccomp("filter files vanished".into()))?;
+        Ok((files.deny.path().to_owned(), files.clone3.path().to_owned()))
     }
 
     /// Gives every entry of the copy to `uid`:`gid`, so a sandbox running as that user can
@@ -113,6 +148,18 @@ impl Workspace {
             .close()
             .map_err(|source| SandboxError::Destroy { path, source })
     }
+}
+
+fn filter_file(dir: &Path, bytes: &[u8]) -> Result<NamedTempFile, SandboxError> {
+    let err = |e: std::io::Error| SandboxError::Seccomp(format!("{}: {e}", dir.display()));
+    let mut file = tempfile::Builder::new()
+        .prefix("smartworker-seccomp-")
+        .suffix(".bpf")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.flush().map_err(err)?;
+    Ok(file)
 }
 
 fn canonical_dir(path: &Path) -> Result<PathBuf, SandboxError> {

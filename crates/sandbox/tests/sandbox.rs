@@ -416,9 +416,20 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
     let line = format!("{} {}", wrapped.program, wrapped.args.join(" "));
     let line = line.replace(&ws.path().to_string_lossy().into_owned(), "$WS");
     let line = line.replace(&root.to_string_lossy().into_owned(), "$ROOT");
+    let line = line
+        .split(' ')
+        .map(|word| {
+            if word.contains("/smartworker-seccomp-") {
+                "$FILTER"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let line = line.replace(" --", "\n--");
     expect![[r#"
-        /usr/bin/setpriv
+        /bin/sh -c deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<"$clone3" sh $FILTER $FILTER /usr/bin/setpriv
         --reuid 65534
         --regid 65534
         --clear-groups
@@ -427,6 +438,8 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
         --die-with-parent
         --new-session
         --cap-drop ALL
+        --add-seccomp-fd 8
+        --add-seccomp-fd 9
         --ro-bind /usr /usr
         --symlink usr/bin /bin
         --symlink usr/sbin /sbin
