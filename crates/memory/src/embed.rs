@@ -328,6 +328,8 @@ pub async fn embed_chunks(
 pub struct FallbackEmbedder {
     primary: Arc<dyn Embedder>,
     fallback: LexicalEmbedder,
+    /// Whether the last call fell back, so the log speaks when that changes, not every call.
+    falling_back: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FallbackEmbedder {
@@ -336,6 +338,7 @@ impl FallbackEmbedder {
         FallbackEmbedder {
             primary,
             fallback: LexicalEmbedder,
+            falling_back: Arc::default(),
         }
     }
 
@@ -354,9 +357,12 @@ impl FallbackEmbedder {
         texts: &[String],
     ) -> Result<(String, Vec<Vec<f32>>), EmbedError> {
         match self.try_primary(texts).await {
-            Ok(vectors) => Ok((self.primary.model().to_owned(), vectors)),
+            Ok(vectors) => {
+                self.note_primary();
+                Ok((self.primary.model().to_owned(), vectors))
+            }
             Err(err) => {
-                tracing::warn!(error = %err, fallback = LEXICAL_MODEL, "embedding fell back");
+                self.note_fallback(&err);
                 let vectors = self.fallback.embed(texts).await?;
                 Ok((LEXICAL_MODEL.to_owned(), vectors))
             }
@@ -369,11 +375,38 @@ impl FallbackEmbedder {
     /// As [`FallbackEmbedder::embed_with_model`].
     pub async fn embed_chunks(&self, chunks: Vec<Chunk>) -> Result<EmbeddedChunks, EmbedError> {
         match embed_chunks(self.primary.as_ref(), chunks.clone()).await {
-            Ok(embedded) => Ok(embedded),
+            Ok(embedded) => {
+                self.note_primary();
+                Ok(embedded)
+            }
             Err(err) => {
-                tracing::warn!(error = %err, fallback = LEXICAL_MODEL, "embedding fell back");
+                self.note_fallback(&err);
                 embed_chunks(&self.fallback, chunks).await
             }
+        }
+    }
+
+    /// Warns once when the primary starts failing; later fallbacks are DEBUG.
+    fn note_fallback(&self, err: &EmbedError) {
+        use std::sync::atomic::Ordering;
+        if self.falling_back.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %err, fallback = LEXICAL_MODEL, "embedding fell back");
+        } else {
+            tracing::warn!(
+                error = %err, fallback = LEXICAL_MODEL,
+                "embedding fell back; further fallbacks are logged at debug level"
+            );
+        }
+    }
+
+    /// Says once when the primary answers again after failing.
+    fn note_primary(&self) {
+        use std::sync::atomic::Ordering;
+        if self.falling_back.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                model = self.primary.model(),
+                "embedding model answers again"
+            );
         }
     }
 
