@@ -71,6 +71,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("server.host", "APP_HOST"),
     setting("server.port", "APP_PORT"),
     setting("server.max_body_bytes", "APP_MAX_BODY_BYTES"),
+    setting("server.api_token", "APP_API_TOKEN"),
     setting("redis.host", "APP_REDIS_HOST"),
     setting("redis.port", "APP_REDIS_PORT"),
     setting("smtp.host", "APP_SMTP_HOST"),
@@ -213,6 +214,44 @@ pub struct ServerConfig {
     pub port: u16,
     /// The largest request body accepted (`APP_MAX_BODY_BYTES`, default 1 MiB).
     pub max_body_bytes: u64,
+    /// `APP_API_TOKEN`: the bearer token every route but `/healthz` requires when `host` is not
+    /// a loopback address.
+    pub api_token: Option<Secret>,
+}
+
+/// The server would listen off loopback with nothing guarding the API.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to listen on {0}, which is not a loopback address, without an API token; \
+     set APP_API_TOKEN (or [server] api_token), or bind to 127.0.0.1"
+)]
+pub struct UnguardedListen(pub String);
+
+impl ServerConfig {
+    /// Whether `host` is a loopback address (`127.0.0.0/8`, `::1`) or `localhost`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        host.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The token requests must carry: `None` on loopback, where the API is open.
+    ///
+    /// # Errors
+    /// [`UnguardedListen`] when the host is off loopback and no token is configured; `serve`
+    /// refuses to start then.
+    pub fn required_token(&self) -> Result<Option<&Secret>, UnguardedListen> {
+        if self.is_loopback() {
+            return Ok(None);
+        }
+        match &self.api_token {
+            Some(token) if !token.expose().is_empty() => Ok(Some(token)),
+            _ => Err(UnguardedListen(self.host.clone())),
+        }
+    }
 }
 
 /// The Redis queue backend; without a host the embedded SQLite backend is used.
@@ -512,7 +551,12 @@ impl Config {
     /// Every configured secret, to be masked in stack traces, payloads and logs. A secret that
     /// changes when percent-encoded is listed in both forms, since URLs carry the encoded one.
     pub fn secrets(&self) -> Vec<String> {
-        let all = [&self.smtp.pass, &self.db.password, &self.llm.api_key];
+        let all = [
+            &self.smtp.pass,
+            &self.db.password,
+            &self.llm.api_key,
+            &self.server.api_token,
+        ];
         let mut secrets = Vec::new();
         for secret in all.into_iter().flatten() {
             let plain = secret.expose();
@@ -630,6 +674,7 @@ fn server(layers: &Layers) -> Result<ServerConfig, ConfigError> {
         max_body_bytes: layers
             .read("server.max_body_bytes", Raw::positive)?
             .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        api_token: layers.read("server.api_token", Raw::secret)?,
     })
 }
 

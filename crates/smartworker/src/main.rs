@@ -66,6 +66,7 @@ async fn serve(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if cfg.queues.is_empty() {
         cfg = example_config(cfg)?;
     }
+    cfg.server.required_token()?;
     let app = Arc::new(App::open(cfg)?);
     let addr = app.cfg.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)

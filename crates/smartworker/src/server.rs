@@ -5,9 +5,11 @@
 //! and `POST /job` adds a job and waits for its outcome.
 
 use crate::app::App;
+use crate::config::{Secret, ServerConfig};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -73,6 +75,9 @@ pub enum ApiError {
     /// The job is not in a state that allows the operation.
     #[error("{0}")]
     Conflict(String),
+    /// The request lacks the configured bearer token, or carries another one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
     /// Storage failed; details go to the log, not the response.
     #[error("internal error; see the server log")]
     Internal,
@@ -96,6 +101,7 @@ impl ApiError {
             ApiError::JobRemoved(_) => (StatusCode::GONE, "job_removed"),
             ApiError::FixNotFound(_) => (StatusCode::NOT_FOUND, "fix_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "wrong_state"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -105,6 +111,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
+        if matches!(self, ApiError::Unauthorized(_)) {
+            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
@@ -172,8 +181,13 @@ impl Api {
 }
 
 /// The router of the whole API.
+///
+/// When the configured host is off loopback, every route but `/healthz` (unknown ones
+/// included) answers 401 unless the request carries `Authorization: Bearer <api_token>`;
+/// without a configured token there, nothing but `/healthz` is served at all.
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.cfg.server.max_body_bytes;
+    let gate = Arc::new(Gate::for_server(&app.cfg.server));
     let api = Api { app, limit };
     Router::new()
         .route("/", get(enqueue_demo))
@@ -188,11 +202,75 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(gate, require_token))
         .layer(DefaultBodyLimit::max(
             usize::try_from(limit).unwrap_or(usize::MAX),
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(api)
+}
+
+/// Who may use the API: anyone (loopback), holders of the token, or nobody (off loopback
+/// without a token, which `serve` refuses before it gets here).
+enum Gate {
+    Open,
+    Token(Secret),
+    Closed,
+}
+
+impl Gate {
+    fn for_server(server: &ServerConfig) -> Gate {
+        match server.required_token() {
+            Ok(None) => Gate::Open,
+            Ok(Some(token)) => Gate::Token(token.clone()),
+            Err(_) => Gate::Closed,
+        }
+    }
+}
+
+/// The health route always open, so a load balancer can probe without the token.
+const OPEN_PATH: &str = "/healthz";
+
+async fn require_token(
+    State(gate): State<Arc<Gate>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if request.uri().path() == OPEN_PATH {
+        return Ok(next.run(request).await);
+    }
+    let expected = match gate.as_ref() {
+        Gate::Open => return Ok(next.run(request).await),
+        Gate::Token(token) => token,
+        Gate::Closed => return Err(ApiError::Unauthorized("the API has no token configured")),
+    };
+    let Some(given) = bearer(request.headers()) else {
+        return Err(ApiError::Unauthorized(
+            "missing bearer token; send Authorization: Bearer <APP_API_TOKEN>",
+        ));
+    };
+    if !same_secret(given.as_bytes(), expected.expose().as_bytes()) {
+        return Err(ApiError::Unauthorized("wrong bearer token"));
+    }
+    Ok(next.run(request).await)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme matched in any case).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Compares in time that depends only on the lengths, never on where the bytes differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let diff = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    diff == 0 && given.len() == expected.len()
 }
 
 /// The demo payload: a sign-up whose handler has a genuine bug, with healing asked for.

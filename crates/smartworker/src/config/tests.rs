@@ -71,6 +71,7 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 host: "127.0.0.1",
                 port: 9090,
                 max_body_bytes: 1048576,
+                api_token: None,
             },
             redis: RedisConfig {
                 host: None,
@@ -225,9 +226,9 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         &project,
         None,
         &[],
-        expect![[
-            "smartworker.toml:2: server.prot: unknown key; expected one of host, port, max_body_bytes"
-        ]],
+        expect![
+            "smartworker.toml:2: server.prot: unknown key; expected one of host, port, max_body_bytes, api_token"
+        ],
     );
 
     project.file(
