@@ -13,6 +13,7 @@ mod block;
 mod classify;
 mod context;
 mod fingerprint;
+mod flatten;
 mod go;
 mod java;
 mod javascript;

@@ -8,12 +8,11 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::flatten;
+
 /// The most input the parser reads; longer input keeps its head and its tail,
 /// because Python prints the error last and most other runtimes print it first.
 pub const MAX_INPUT_BYTES: usize = 1 << 20;
-
-/// Lines shorter than this are never treated as a flattened trace.
-const FLATTENED_MIN_LEN: usize = 100;
 
 /// The longest log prefix learned from frame lines.
 const MAX_PREFIX_LEN: usize = 80;
@@ -31,60 +30,6 @@ static HTML_ENTITY: LazyLock<Regex> =
     LazyLock::new(|| re(r"&(#[xX][0-9a-fA-F]{1,6}|#[0-9]{1,7}|[a-zA-Z]{2,8});"));
 static QUOTE: LazyLock<Regex> = LazyLock::new(|| re(r"^[ \t]{0,3}(?:> ?)+"));
 static FENCE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*(?:```|~~~)[\w+-]*\s*$"));
-
-/// Where a flattened line is cut: before each match of these patterns.
-static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
-    re(concat!(
-        r#"File "[^"]+", line \d+"#,
-        r"|Traceback \(most recent call last\):",
-        r"|During handling of the above exception, another exception occurred:",
-        r"|The above exception was the direct cause of the following exception:",
-        r"|\bat (?:async )?(?:new )?[^\s()]+(?: \[as [^\]]+\])? \((?:[^()]*:\d+(?::\d+)?|<anonymous>|native|index \d+)\)",
-        r"|\bat (?:async )?[^\s()]+:\d+:\d+",
-        r"|\bat [\w$.<>/]+\([^()]*\)",
-        r"|\bfrom \S+:\d+:in ",
-        r"|Caused by: ",
-        r"|\.\.\. \d+ more",
-        r"|goroutine \d+ \[[^\]]*\]:",
-        r"|\[signal ",
-        r"|created by ",
-        r"|/\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
-        r"|stack backtrace:",
-        r"|\bat \S+\.rs:\d+",
-        r"|thread '[^']*'(?: \(\d+\))? panicked at ",
-        r"|\bnote: ",
-    ))
-});
-
-/// An error header inside a flattened line; cut before it so each header
-/// (a log line's copy, the runtime's own) gets a line of its own.
-static CUT_ERROR: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception)(?: \[[^\]]*\])?: "));
-
-/// Where a flattened line is cut: after each match of these patterns.
-static CUT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
-    re(concat!(
-        r"Traceback \(most recent call last\):",
-        r"|During handling of the above exception, another exception occurred:",
-        r"|The above exception was the direct cause of the following exception:",
-        r"|goroutine \d+ \[[^\]]*\]:",
-        r"|\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
-        r"|stack backtrace:",
-    ))
-});
-
-/// A numbered Rust backtrace entry inside a flattened line.
-static CUT_RUST_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"\s\d{1,4}: +\S"));
-
-/// The end of a Python frame and the exception that follows its source line.
-static PY_FRAME_TAIL: LazyLock<Regex> =
-    LazyLock::new(|| re(r#"^File "[^"]+", line \d+(?:, in \S+)?"#));
-static PY_EXCEPTION_IN_TAIL: LazyLock<Regex> = LazyLock::new(|| {
-    re(concat!(
-        r"(?:^|\s)((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*",
-        r"(?:Error|Exception|Interrupt|Exit|Iteration|Warning|DoesNotExist|Timeout))(?::\s|$)",
-    ))
-});
 
 /// Frame markers used to learn a log prefix: what precedes them on a line.
 static FRAME_MARKER: LazyLock<Regex> = LazyLock::new(|| {
@@ -382,86 +327,11 @@ fn push_clean_line(lines: &mut Vec<String>, raw: &str) {
         lines.push(String::new());
         return;
     }
-    if line.len() < FLATTENED_MIN_LEN || !looks_flattened(line) {
+    if !flatten::looks_flattened(line) {
         lines.push(line.to_owned());
         return;
     }
-    lines.extend(split_flattened(line));
-}
-
-/// A line is flattened when it holds two or more frame markers.
-fn looks_flattened(line: &str) -> bool {
-    let markers = CUT_BEFORE.find_iter(line).take(3).count();
-    let rust_entries = if line.contains("stack backtrace:") {
-        CUT_RUST_ENTRY.find_iter(line).take(2).count()
-    } else {
-        0
-    };
-    markers + rust_entries >= 2
-}
-
-/// Cuts a flattened trace back into lines, re-indenting frame lines so the
-/// parsers can tell them from error lines.
-fn split_flattened(line: &str) -> Vec<String> {
-    let mut cuts: Vec<usize> = CUT_BEFORE.find_iter(line).map(|m| m.start()).collect();
-    cuts.extend(CUT_ERROR.find_iter(line).map(|m| m.start()));
-    cuts.extend(CUT_AFTER.find_iter(line).map(|m| m.end()));
-    if line.contains("stack backtrace:") {
-        cuts.extend(CUT_RUST_ENTRY.find_iter(line).map(|m| m.start()));
-    }
-    cuts.push(0);
-    cuts.push(line.len());
-    cuts.sort_unstable();
-    cuts.dedup();
-
-    let mut pieces = Vec::new();
-    for pair in cuts.windows(2) {
-        let piece = line[pair[0]..pair[1]].trim();
-        if piece.is_empty() {
-            continue;
-        }
-        pieces.extend(split_python_frame_tail(piece));
-    }
-    pieces.into_iter().map(|piece| reindent(&piece)).collect()
-}
-
-/// Splits a flattened Python frame from the exception line that followed it.
-fn split_python_frame_tail(piece: &str) -> Vec<String> {
-    let Some(frame) = PY_FRAME_TAIL.find(piece) else {
-        return vec![piece.to_owned()];
-    };
-    let tail = &piece[frame.end()..];
-    let Some(caps) = PY_EXCEPTION_IN_TAIL.captures(tail) else {
-        return vec![piece.to_owned()];
-    };
-    let Some(exception) = caps.get(1) else {
-        return vec![piece.to_owned()];
-    };
-    let at = frame.end() + exception.start();
-    vec![piece[..at].trim().to_owned(), piece[at..].trim().to_owned()]
-}
-
-/// Gives a piece of a flattened line the indentation its kind of line has.
-fn reindent(piece: &str) -> String {
-    let indent = if piece.starts_with("File \"") {
-        "  "
-    } else if piece.starts_with("at ") {
-        "    "
-    } else if piece.starts_with("from ") || piece.ends_with("+0x0") || is_go_location(piece) {
-        "\t"
-    } else if piece
-        .split_once(':')
-        .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
-    {
-        "   "
-    } else {
-        ""
-    };
-    format!("{indent}{piece}")
-}
-
-fn is_go_location(piece: &str) -> bool {
-    piece.starts_with('/') && piece.contains(".go:")
+    lines.extend(flatten::split_flattened(line));
 }
 
 /// Learns a log prefix from the frame lines (`worker_1 | `, a timestamp and a

@@ -383,3 +383,27 @@ fn two_megabyte_single_line_returns_quickly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn two_megabyte_flattened_line_with_a_prefix_on_every_frame_returns_quickly() {
+    let frames = [
+        "worker-1  |     at run (/app/a.js:1:2)",
+        "worker-1  |   File \"/app/a.py\", line 3, in run",
+        "worker-1  | \t/src/app/main.go:12 +0x5d",
+        "worker-1  |    4: app::run",
+        "worker-1  |              at ./src/main.rs:4:27",
+        "worker-1  | \tfrom /app/job.rb:3:in `perform'",
+        "worker-1  | \tat com.acme.Job.run(Job.java:8)",
+    ]
+    .join(" ");
+    let text = format!("worker-1  | Error: boom {}", frames.repeat(8_000));
+    assert!(text.len() > 2 << 20);
+    let started = Instant::now();
+    let trace = parse_default(&text);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(trace.input_truncated);
+}

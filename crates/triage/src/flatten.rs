@@ -1,0 +1,389 @@
+//! Cuts a trace that was flattened onto one line (its newlines lost or turned
+//! into spaces by a log shipper or a bug reporter) back into lines, at the
+//! boundaries each runtime's header and frame shapes imply, after dropping a
+//! per-line log prefix that was flattened along with it. Every pattern is a
+//! regex without backtracking, run a bounded number of times per line.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::normalize::re;
+
+/// Lines shorter than this are never treated as a flattened trace.
+pub(crate) const FLATTENED_MIN_LEN: usize = 100;
+
+/// The longest log prefix looked for at the start of a flattened line.
+const MAX_PREFIX_LEN: usize = 80;
+
+/// Prefix candidates tried per flattened line.
+const MAX_PREFIX_CANDIDATES: usize = 16;
+
+/// Where a flattened line is cut: before each match of these patterns.
+static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        // Python, exception groups included.
+        r#"File "[^"]+", line \d+"#,
+        r"|(?:\+ Exception Group )?Traceback \(most recent call last\):",
+        r"|During handling of the above exception, another exception occurred:",
+        r"|The above exception was the direct cause of the following exception:",
+        r"|\+[-+]*-{3,}(?: \d+ -{3,})?",
+        // V8 and JavaScriptCore, eval frames included.
+        r"|\bat (?:async )?(?:new )?[^\s()]+(?: \[as [^\]]+\])? \(",
+        r"(?:eval at [^()]*\([^()]*\)[^()]*|[^()]*:\d+(?::\d+)?|<anonymous>|native|index \d+)\)",
+        r"|\bat (?:async )?[^\s()]*[/\\.][^\s()]*:\d+:\d+",
+        r"|\[cause\]: ",
+        r"|\.\.\. \d+ lines matching cause stack trace \.\.\.",
+        // JVM.
+        r"|\bat [\w$.<>/]+\([^()]*\)",
+        r"|Caused by: ",
+        r"|Suppressed: ",
+        r"|\.\.\. \d+ more",
+        // Ruby: `from` lines and the bare first frame of each error.
+        r"|\bfrom \S+:\d+:in ",
+        r"|[^\s`'\x22]+:\d+:in [`']",
+        // Go.
+        r"|(?:^|\s)(?:panic|fatal error): ",
+        r"|goroutine \d+ \[[^\]]*\]:",
+        r"|\[signal ",
+        r"|created by ",
+        r"|/\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
+        // Rust.
+        r"|(?i:stack backtrace:)",
+        r"|\bat \S+\.rs:\d+",
+        r"|thread '[^']*'(?: \(\d+\))? panicked at ",
+        r"|\bnote: ",
+        // A Markdown fence the trace was pasted in.
+        r"|```",
+    ))
+});
+
+/// An error header inside a flattened line; cut before it so each header
+/// (a log line's copy, the runtime's own) gets a line of its own.
+static CUT_ERROR: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception|ExceptionGroup)(?: \[[^\]]*\])?: ")
+});
+
+/// Where a flattened line is cut: after each match of these patterns.
+static CUT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"Traceback \(most recent call last\):",
+        r"|During handling of the above exception, another exception occurred:",
+        r"|The above exception was the direct cause of the following exception:",
+        r"|\+[-+]*-{3,}(?: \d+ -{3,})?",
+        r"|\bat (?:async )?(?:new )?[^\s()]+(?: \[as [^\]]+\])? \(",
+        r"(?:eval at [^()]*\([^()]*\)[^()]*|[^()]*:\d+(?::\d+)?|<anonymous>|native|index \d+)\)",
+        r"|\.\.\. \d+ lines matching cause stack trace \.\.\.",
+        r"|goroutine \d+ \[[^\]]*\]:",
+        r"|\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
+        r"|(?i:stack backtrace:)",
+        r"|\bat \S+\.rs:\d+(?::\d+)?:?",
+        r"|```[\w+-]*",
+    ))
+});
+
+/// A numbered Rust backtrace (or `anyhow` cause) entry inside a flattened line.
+static CUT_RUST_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"\s\d{1,4}: +\S"));
+
+/// A line holding a Rust backtrace or cause list, whose entries are cut.
+static RUST_LIST: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i:stack backtrace:)|Caused by: +\d{1,4}: "));
+
+/// An exception group's rule, which makes its ` | ` gutters line starts.
+static GROUP_RULE: LazyLock<Regex> = LazyLock::new(|| re(r"\+[-+]*-{3,}"));
+
+/// Labels that keep the error header after them on their own line.
+const CAUSE_LABELS: [&str; 3] = ["[cause]:", "Caused by:", "Suppressed:"];
+
+/// The end of a Python frame and the exception that follows its source line.
+static PY_FRAME_TAIL: LazyLock<Regex> =
+    LazyLock::new(|| re(r#"^File "[^"]+", line \d+(?:, in \S+)?"#));
+static PY_EXCEPTION_IN_TAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"(?:^|\s)((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*",
+        r"(?:Error|Exception|Interrupt|Exit|Iteration|Warning|DoesNotExist|Timeout))(?::\s|$)",
+    ))
+});
+
+/// A Ruby error's first line, `file:line:in 'm': message (Class)`, up to its
+/// class; what follows (error_highlight's source line) is another line.
+static RUBY_HEADER: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[^\s`'\x22]+:\d+:in [`'][^`']*': .*? \([A-Z][\w:]*\)(?:\s|$)"));
+
+/// An inlined Rust frame, printed without a number under the frame it was
+/// inlined into.
+static RUST_INLINED: LazyLock<Regex> = LazyLock::new(|| re(r"^[<\w]\S*::\S*(?: as \S+)?$"));
+
+static DIGITS: LazyLock<Regex> = LazyLock::new(|| re(r"\d+"));
+
+/// A name no log prefix holds: the error itself, repeated as a cause.
+static ERROR_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"(?:Error|Exception|Throwable)\b"));
+
+/// A line is flattened when it holds two or more frame or header markers,
+/// at least one of them a frame marker.
+pub(crate) fn looks_flattened(line: &str) -> bool {
+    if line.len() < FLATTENED_MIN_LEN {
+        return false;
+    }
+    let markers = CUT_BEFORE.find_iter(line).take(3).count();
+    if markers == 0 {
+        return false;
+    }
+    let errors = CUT_ERROR.find_iter(line).take(2).count();
+    let rust_entries = if RUST_LIST.is_match(line) {
+        CUT_RUST_ENTRY.find_iter(line).take(2).count()
+    } else {
+        0
+    };
+    markers + errors + rust_entries >= 2
+}
+
+/// Cuts a flattened trace back into lines, re-indenting frame lines so the
+/// parsers can tell them from error lines.
+pub(crate) fn split_flattened(line: &str) -> Vec<String> {
+    let line = strip_recurring_prefix(line);
+    let line = line.as_ref();
+
+    let mut cuts: Vec<usize> = CUT_BEFORE.find_iter(line).map(|m| m.start()).collect();
+    let labelled = |at: &usize| {
+        let before = line[..*at].trim_end();
+        CAUSE_LABELS.iter().any(|label| before.ends_with(label))
+    };
+    cuts.extend(
+        CUT_ERROR
+            .find_iter(line)
+            .map(|m| m.start())
+            .filter(|at| !labelled(at)),
+    );
+    cuts.extend(CUT_AFTER.find_iter(line).map(|m| m.end()));
+    if RUST_LIST.is_match(line) {
+        cuts.extend(CUT_RUST_ENTRY.find_iter(line).map(|m| m.start()));
+    }
+    if GROUP_RULE.is_match(line) {
+        // An exception group's ` | ` gutter starts each of its lines.
+        cuts = cuts.into_iter().map(|at| before_gutter(line, at)).collect();
+    }
+    cuts.push(0);
+    cuts.push(line.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+
+    let mut pieces = Vec::new();
+    for pair in cuts.windows(2) {
+        let piece = line[pair[0]..pair[1]].trim();
+        if piece.is_empty() {
+            continue;
+        }
+        for piece in split_ruby_header(piece) {
+            pieces.extend(split_python_frame_tail(piece));
+        }
+    }
+    pieces.into_iter().map(|piece| reindent(&piece)).collect()
+}
+
+/// Moves a cut back over a `|` gutter that stands alone before it.
+fn before_gutter(line: &str, at: usize) -> usize {
+    let before = line[..at].trim_end();
+    let Some(rest) = before.strip_suffix('|') else {
+        return at;
+    };
+    if rest.is_empty() || rest.ends_with(char::is_whitespace) {
+        rest.len()
+    } else {
+        at
+    }
+}
+
+/// Splits a Ruby error's first line from the source line printed after it.
+fn split_ruby_header(piece: &str) -> Vec<&str> {
+    let Some(header) = RUBY_HEADER.find(piece) else {
+        return vec![piece];
+    };
+    let (head, tail) = piece.split_at(header.end());
+    [head.trim(), tail.trim()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
+/// Splits a flattened Python frame from the exception line that followed it.
+fn split_python_frame_tail(piece: &str) -> Vec<String> {
+    let Some(frame) = PY_FRAME_TAIL.find(piece) else {
+        return vec![piece.to_owned()];
+    };
+    let tail = &piece[frame.end()..];
+    let Some(caps) = PY_EXCEPTION_IN_TAIL.captures(tail) else {
+        return vec![piece.to_owned()];
+    };
+    let Some(exception) = caps.get(1) else {
+        return vec![piece.to_owned()];
+    };
+    let at = frame.end() + exception.start();
+    vec![piece[..at].trim().to_owned(), piece[at..].trim().to_owned()]
+}
+
+/// Gives a piece of a flattened line the indentation its kind of line has;
+/// an exception group's gutter stays in front of it.
+fn reindent(piece: &str) -> String {
+    if let Some(rest) = piece.strip_prefix('|') {
+        let rest = rest.trim_start();
+        return format!("| {}{rest}", indent_of(rest));
+    }
+    format!("{}{piece}", indent_of(piece))
+}
+
+fn indent_of(piece: &str) -> &'static str {
+    if piece.starts_with("File \"") {
+        "  "
+    } else if piece.starts_with("at ") {
+        "    "
+    } else if piece.starts_with("from ") || piece.ends_with("+0x0") || is_go_location(piece) {
+        "\t"
+    } else if piece
+        .split_once(':')
+        .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+    {
+        "   "
+    } else if RUST_INLINED.is_match(piece) {
+        "      "
+    } else {
+        ""
+    }
+}
+
+fn is_go_location(piece: &str) -> bool {
+    piece.starts_with('/') && piece.contains(".go:")
+}
+
+/// Drops the copies of a per-line log prefix (`worker_1 | `, a timestamp and
+/// a process name) that a flattened line carries before each former line.
+/// The prefix is the text before the first marker, cut at a word boundary,
+/// whose copies (digits may vary) stand right before most frame markers.
+fn strip_recurring_prefix(line: &str) -> Cow<'_, str> {
+    let first_marker = [CUT_BEFORE.find(line), CUT_ERROR.find(line)]
+        .into_iter()
+        .flatten()
+        .map(|m| m.start())
+        .min()
+        .unwrap_or(0);
+    let markers: Vec<usize> = CUT_BEFORE.find_iter(line).map(|m| m.start()).collect();
+    let mut head_end = first_marker.min(MAX_PREFIX_LEN);
+    while !line.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let head = &line[..head_end];
+
+    let candidates = prefix_candidates(head);
+    for candidate in candidates.iter().rev() {
+        let Some(copies) = prefix_copies(line, candidate, &markers) else {
+            continue;
+        };
+        let mut out = String::with_capacity(line.len());
+        let mut from = 0;
+        for (start, end) in copies {
+            out.push_str(&line[from..start]);
+            out.push(' ');
+            from = end;
+        }
+        out.push_str(&line[from..]);
+        return Cow::Owned(out);
+    }
+    Cow::Borrowed(line)
+}
+
+/// The word-boundary prefixes of `head`, shortest first.
+fn prefix_candidates(head: &str) -> Vec<&str> {
+    let mut candidates: Vec<&str> = head
+        .char_indices()
+        .filter(|&(at, c)| c.is_whitespace() && at > 0)
+        .map(|(at, _)| head[..at].trim_end())
+        .chain(std::iter::once(head.trim_end()))
+        .filter(|candidate| candidate.len() >= 3 && !ERROR_NAME.is_match(candidate))
+        .collect();
+    candidates.dedup();
+    candidates.truncate(MAX_PREFIX_CANDIDATES);
+    candidates
+}
+
+/// The spans of `candidate`'s copies (by shape) standing alone between
+/// whitespace, when they are at least two and stand before at least half
+/// the frame markers.
+fn prefix_copies(line: &str, candidate: &str, markers: &[usize]) -> Option<Vec<(usize, usize)>> {
+    let shape = DIGITS
+        .split(candidate)
+        .map(regex::escape)
+        .collect::<Vec<_>>()
+        .join(r"\d+");
+    let pattern = Regex::new(&shape).ok()?;
+    let alone = |start: usize, end: usize| {
+        let before = line[..start].chars().next_back();
+        let after = line[end..].chars().next();
+        before.is_none_or(char::is_whitespace) && after.is_none_or(char::is_whitespace)
+    };
+    let copies: Vec<(usize, usize)> = pattern
+        .find_iter(line)
+        .map(|m| (m.start(), m.end()))
+        .filter(|&(start, end)| alone(start, end))
+        .collect();
+    if copies.len() < 2 {
+        return None;
+    }
+    let ends: Vec<usize> = copies.iter().map(|&(_, end)| end).collect();
+    let prefixed = markers
+        .iter()
+        .filter(|&&at| {
+            let before = line[..at].trim_end().len();
+            ends.binary_search(&before).is_ok()
+        })
+        .count();
+    (prefixed * 2 >= markers.len()).then_some(copies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattened_compose_prefix_is_dropped_before_each_line() {
+        let line = "worker-1  | TypeError: boom in the renderer worker-1  |     at render \
+                    (/app/mail.js:3:30) worker-1  |     at run (/app/mail.js:6:14)";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "TypeError: boom in the renderer",
+                "    at render (/app/mail.js:3:30)",
+                "    at run (/app/mail.js:6:14)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_error_header_is_not_taken_for_a_prefix() {
+        let line = "java.lang.IllegalStateException: closed at a.B.c(B.java:1) Caused by: \
+                    java.lang.IllegalStateException: closed at a.B.d(B.java:2)";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "java.lang.IllegalStateException: closed",
+                "    at a.B.c(B.java:1)",
+                "Caused by: java.lang.IllegalStateException: closed",
+                "    at a.B.d(B.java:2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn ruby_header_is_split_from_the_highlighted_source() {
+        let line = "/app/job.rb:7:in `owner': undefined method `name' for nil (NoMethodError)  \
+                    owner.name ^^^^^ from /app/job.rb:3:in `perform'";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "/app/job.rb:7:in `owner': undefined method `name' for nil (NoMethodError)",
+                "owner.name ^^^^^",
+                "\tfrom /app/job.rb:3:in `perform'",
+            ]
+        );
+    }
+}
