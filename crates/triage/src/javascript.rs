@@ -159,18 +159,33 @@ fn find_header(lines: &[String], floor: usize, run_start: usize, first: bool) ->
 }
 
 /// A failure reason stored just before the stack it came from, with no
-/// separator: `msgError: msg` (Bull's `failedReason` + `stacktrace`).
+/// separator: `msgError: msg` (Bull's `failedReason` + `stacktrace`),
+/// possibly behind a log prefix that ends in whitespace.
 fn glued_error(line: &str) -> Option<ErrorLine> {
     let line = line.trim();
     line.match_indices("Error: ").find_map(|(at, _)| {
         let message = line[at + "Error: ".len()..].trim();
-        let name = line[..at].strip_prefix(message)?;
-        let plain = name.is_empty() || name.chars().all(|c| c.is_ascii_alphanumeric());
-        (!message.is_empty() && plain).then(|| ErrorLine {
+        let name = glued_name(&line[..at], message)?;
+        (!message.is_empty()).then(|| ErrorLine {
             error_type: format!("{name}Error"),
             qualified: None,
             message: message.to_owned(),
         })
+    })
+}
+
+/// The error name's head (`Type` of `TypeError`, or nothing) when `before`
+/// is a prefix, then `message`, then that head.
+fn glued_name<'a>(before: &'a str, message: &str) -> Option<&'a str> {
+    let head_len = before.len()
+        - before
+            .trim_end_matches(|c: char| c.is_ascii_alphanumeric())
+            .len();
+    (0..=head_len).find_map(|len| {
+        let (rest, name) = before.split_at(before.len() - len);
+        let prefix = rest.strip_suffix(message)?;
+        let alone = prefix.is_empty() || prefix.ends_with(char::is_whitespace);
+        alone.then_some(name)
     })
 }
 
@@ -234,6 +249,16 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn glued_failure_reason_is_found_behind_a_log_prefix() {
+        let found = glued_error("worker-3  | job lostTypeError: job lost");
+        assert_eq!(
+            found.map(|e| (e.error_type, e.message)),
+            Some(("TypeError".into(), "job lost".into()))
+        );
+        assert!(glued_error("worker-3  | not the messageError: job lost").is_none());
     }
 
     #[test]

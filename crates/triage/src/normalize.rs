@@ -149,31 +149,97 @@ fn typed_message(
 static TYPE_NAME: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(?:[A-Za-z_][\w$]*(?:\.|::))*[A-Z][\w$]*$"));
 
+/// How many layers of JSON are unwrapped: a record logged as the message of
+/// another record, itself behind a log prefix.
+const MAX_JSON_LAYERS: usize = 4;
+
 /// Replaces structured log records (a JSON object per line, as Docker, pino
-/// or structlog write them, or one pretty-printed object) by their text.
+/// or structlog write them, or one pretty-printed object, each possibly
+/// behind a log prefix or a Markdown quote) by their text, layer by layer
+/// until no record is left.
 fn expand_json_records(text: &str) -> String {
-    let trimmed = text.trim();
-    if trimmed.starts_with('{')
-        && trimmed.ends_with('}')
-        && let Some(expanded) = record_text(trimmed)
-    {
-        return expanded;
+    let mut current = text.to_owned();
+    for _ in 0..MAX_JSON_LAYERS {
+        let Some(next) = expand_json_layer(&current) else {
+            break;
+        };
+        current = next;
+    }
+    current
+}
+
+/// One layer of records replaced by their text, or `None` when there is none.
+fn expand_json_layer(text: &str) -> Option<String> {
+    if let Some(expanded) = whole_record(text).or_else(|| prefixed_record(text)) {
+        return Some(expanded);
     }
     if !text.contains("{\"") {
-        return text.to_owned();
+        return None;
     }
+    let mut changed = false;
     let lines: Vec<String> = text
         .split('\n')
-        .map(|line| {
-            let candidate = line.trim();
-            let is_record = candidate.starts_with('{') && candidate.ends_with('}');
-            is_record
-                .then(|| record_text(candidate))
-                .flatten()
-                .unwrap_or_else(|| line.to_owned())
+        .map(|line| match line_record(line) {
+            Some(expanded) => {
+                changed = true;
+                expanded
+            }
+            None => line.to_owned(),
         })
         .collect();
-    lines.join("\n")
+    changed.then(|| lines.join("\n"))
+}
+
+/// The text of `text` when all of it is one JSON object.
+fn whole_record(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    let is_record = trimmed.starts_with('{') && trimmed.ends_with('}');
+    is_record.then(|| record_text(trimmed)).flatten()
+}
+
+/// The text of one (pretty-printed) record whose every line carries the
+/// prefix its first line has before the `{` (a compose service, a Markdown
+/// quote), digits aside.
+fn prefixed_record(text: &str) -> Option<String> {
+    let first = text.lines().find(|line| !line.trim().is_empty())?;
+    let brace = first.find('{')?;
+    let prefix = first[..brace].trim_end();
+    if prefix.is_empty() || brace > MAX_PREFIX_LEN {
+        return None;
+    }
+    let shape = Regex::new(&format!("^{}", digit_shape(prefix))).ok()?;
+    let mut body = String::with_capacity(text.len());
+    for line in text.lines() {
+        if !line.trim().is_empty() {
+            let found = shape.find(line)?;
+            body.push_str(&line[found.end()..]);
+        }
+        body.push('\n');
+    }
+    whole_record(&body)
+}
+
+/// The text of a record that fills a line, or follows a short log prefix
+/// on it; the prefix is dropped like any log prefix.
+fn line_record(line: &str) -> Option<String> {
+    let candidate = line.trim();
+    if !candidate.ends_with('}') {
+        return None;
+    }
+    let brace = candidate.find('{')?;
+    if brace > MAX_PREFIX_LEN {
+        return None;
+    }
+    record_text(&candidate[brace..])
+}
+
+/// A pattern matching `text` with any digits where it has digits.
+fn digit_shape(text: &str) -> String {
+    DIGITS
+        .split(text)
+        .map(regex::escape)
+        .collect::<Vec<_>>()
+        .join(r"\d+")
 }
 
 /// The text fields of one JSON record, or `None` when it is not JSON or has
@@ -366,12 +432,57 @@ fn learn_prefix(lines: &[String]) -> Option<Regex> {
             .or_default() += 1;
     }
 
+    // Frame lines nested deeper (an exception group's sub-exceptions) carry
+    // more gutter after the prefix: the prefix is what all of them share.
+    let total: usize = shapes.values().sum();
     let (shape, count) = shapes
-        .into_iter()
-        .max_by_key(|(shape, count)| (*count, shape.len()))?;
-    if count < 2 || count * 2 < marker_lines {
+        .iter()
+        .max_by_key(|(shape, count)| (**count, shape.len()))?;
+    if *count < 2 {
         return None;
     }
+    if let Some(common) = common_shape(&shapes)
+        && total * 2 >= marker_lines
+    {
+        return shape_regex(&common);
+    }
+    if count * 2 < marker_lines {
+        return None;
+    }
+    shape_regex(shape)
+}
+
+/// The start that differing shapes share, up to a word boundary; `None`
+/// when there is one shape or they share no word.
+fn common_shape(shapes: &HashMap<String, usize>) -> Option<String> {
+    if shapes.len() < 2 {
+        return None;
+    }
+    let mut keys = shapes.keys();
+    let first = keys.next()?;
+    let mut common = first.len();
+    for key in keys {
+        common = first
+            .char_indices()
+            .zip(key.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(common.min(key.len()), |((at, _), _)| common.min(at));
+    }
+    let shared = &first[..common];
+    let at_boundary = shapes
+        .keys()
+        .all(|key| key[common..].chars().next().is_none_or(char::is_whitespace));
+    let word_end = if at_boundary {
+        common
+    } else {
+        shared.rfind(char::is_whitespace)?
+    };
+    let prefix = shared[..word_end].trim_end();
+    (!prefix.is_empty()).then(|| prefix.to_owned())
+}
+
+/// An anchored pattern for a shape whose `0`s stand for digit runs.
+fn shape_regex(shape: &str) -> Option<Regex> {
     let pattern = shape
         .split('0')
         .map(regex::escape)
@@ -447,6 +558,48 @@ mod tests {
         assert_eq!(
             lines(text),
             vec!["job failed", "Error: boom", "    at run (/app/a.js:1:2)"]
+        );
+    }
+
+    #[test]
+    fn record_logged_inside_another_record_is_unwrapped() {
+        let inner =
+            r#"{"exception": "KeyError", "error": "'id'", "backtrace": ["/app/a.rb:1:in `x'"]}"#;
+        let outer = serde_json::json!({"level": "error", "msg": inner}).to_string();
+        assert_eq!(lines(&outer), vec!["KeyError: 'id'", "/app/a.rb:1:in `x'"]);
+    }
+
+    #[test]
+    fn pretty_record_behind_a_prefix_on_every_line_is_unwrapped() {
+        let text = "web_1  | {\nweb_1  |   \"message\": \"boom\",\n\
+                    web_1  |   \"stack\": \"Error: boom\\n    at run (/app/a.js:1:2)\"\nweb_1  | }";
+        assert_eq!(
+            lines(text),
+            vec!["boom", "Error: boom", "    at run (/app/a.js:1:2)"]
+        );
+    }
+
+    #[test]
+    fn record_after_a_short_log_prefix_is_unwrapped() {
+        let text = r#"12:00:01 worker | {"msg": "Error: boom\n    at run (/app/a.js:1:2)"}"#;
+        assert_eq!(
+            lines(text),
+            vec!["Error: boom", "    at run (/app/a.js:1:2)"]
+        );
+    }
+
+    #[test]
+    fn prefix_is_what_frame_lines_nested_at_different_depths_share() {
+        let text = "w1 |   |   File \"/app/a.py\", line 3, in run\n\
+                    w1 |   |   File \"/app/b.py\", line 4, in go\n\
+                    w1 |     |   File \"/app/c.py\", line 5, in f";
+        assert_eq!(
+            lines(text),
+            vec![
+                "   |   File \"/app/a.py\", line 3, in run",
+                "   |   File \"/app/b.py\", line 4, in go",
+                "     |   File \"/app/c.py\", line 5, in f",
+            ]
         );
     }
 

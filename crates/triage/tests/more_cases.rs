@@ -72,24 +72,9 @@ fn fixture_has_a_test_for_every_case() {
     support::check_every_case_tested(FIXTURES, include_str!("more_cases.rs"));
 }
 
-/// Wrappings of these cases that do not parse the same yet.
-// FIXME: a JSON record behind a per-line prefix or a Markdown quote, or
-// inside another record, is not unwrapped; this matters when a user quotes a
-// failure record or a log shipper wraps it again.
-const KNOWN_GAPS: [&str; 8] = [
-    "m06 compose prefix",
-    "m21 compose prefix",
-    "m21 markdown quote",
-    "m21 json record",
-    "m23 compose prefix",
-    "m45 compose prefix",
-    "m45 markdown quote",
-    "m45 json record",
-];
-
 /// The same wrappings `cases.rs` checks: CRLF, a compose prefix, a Markdown
 /// quote, a JSON log record and one flattened line.
 #[test]
 fn every_case_survives_crlf_prefixes_quotes_json_records_and_flattening() {
-    support::check_variants(FIXTURES, &KNOWN_GAPS);
+    support::check_variants(FIXTURES, &[]);
 }
