@@ -195,6 +195,11 @@ fn before_gutter(line: &str, at: usize) -> usize {
     }
 }
 
+fn is_gutter(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_whitespace() || c == '|' || c == '+')
+}
+
 /// Splits a Ruby error's first line from the source line printed after it.
 fn split_ruby_header(piece: &str) -> Vec<&str> {
     let Some(header) = RUBY_HEADER.find(piece) else {
@@ -330,11 +335,13 @@ fn prefix_copies(line: &str, candidate: &str, markers: &[usize]) -> Option<Vec<(
         return None;
     }
     let ends: Vec<usize> = copies.iter().map(|&(_, end)| end).collect();
+    // Between a copy and the marker it stands before, only whitespace and an
+    // exception group's gutter may sit.
     let prefixed = markers
         .iter()
         .filter(|&&at| {
-            let before = line[..at].trim_end().len();
-            ends.binary_search(&before).is_ok()
+            let nearest = ends.partition_point(|&end| end <= at);
+            nearest > 0 && is_gutter(&line[ends[nearest - 1]..at])
         })
         .count();
     (prefixed * 2 >= markers.len()).then_some(copies)
@@ -354,6 +361,22 @@ mod tests {
                 "TypeError: boom in the renderer",
                 "    at render (/app/mail.js:3:30)",
                 "    at run (/app/mail.js:6:14)",
+            ]
+        );
+    }
+
+    #[test]
+    fn prefix_is_dropped_before_exception_group_gutters() {
+        let line = "w-1  | Traceback (most recent call last): w-1  |   |   File \"/app/a.py\", \
+                    line 3, in run w-1  |   | ExceptionGroup: many (1 sub-exception) \
+                    w-1  |   +-+---- 1 ----";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "Traceback (most recent call last):",
+                "|   File \"/app/a.py\", line 3, in run",
+                "| ExceptionGroup: many (1 sub-exception)",
+                "+-+---- 1 ----",
             ]
         );
     }

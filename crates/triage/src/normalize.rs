@@ -15,7 +15,7 @@ use crate::flatten;
 pub const MAX_INPUT_BYTES: usize = 1 << 20;
 
 /// The longest log prefix learned from frame lines.
-const MAX_PREFIX_LEN: usize = 80;
+const MAX_PREFIX_LEN: usize = 120;
 
 /// Clean lines, ready for the language parsers.
 pub(crate) struct Normalized {
@@ -404,7 +404,10 @@ fn push_clean_line(lines: &mut Vec<String>, raw: &str) {
 /// process name, ...) and strips it from every line that carries it. The
 /// prefix's digits may vary from line to line (timestamps); its shape may not.
 fn strip_learned_prefix(lines: &mut [String]) {
-    let Some(prefix) = learn_prefix(lines).or_else(|| learn_pipe_prefix(lines)) else {
+    let learned = learn_prefix(lines)
+        .or_else(|| learn_pipe_prefix(lines))
+        .or_else(|| learn_stamped_prefix(lines));
+    let Some(prefix) = learned else {
         return;
     };
     for line in lines.iter_mut() {
@@ -458,20 +461,28 @@ fn common_shape(shapes: &HashMap<String, usize>) -> Option<String> {
     if shapes.len() < 2 {
         return None;
     }
-    let mut keys = shapes.keys();
-    let first = keys.next()?;
+    let keys: Vec<&str> = shapes.keys().map(String::as_str).collect();
+    shared_words(&keys)
+}
+
+/// The longest start that all `texts` share, cut back to a word boundary.
+fn shared_words(texts: &[&str]) -> Option<String> {
+    let first = texts.first()?;
     let mut common = first.len();
-    for key in keys {
+    for text in &texts[1..] {
         common = first
             .char_indices()
-            .zip(key.chars())
+            .zip(text.chars())
             .find(|((_, a), b)| a != b)
-            .map_or(common.min(key.len()), |((at, _), _)| common.min(at));
+            .map_or(common.min(text.len()), |((at, _), _)| common.min(at));
     }
     let shared = &first[..common];
-    let at_boundary = shapes
-        .keys()
-        .all(|key| key[common..].chars().next().is_none_or(char::is_whitespace));
+    let at_boundary = texts.iter().all(|text| {
+        text[common..]
+            .chars()
+            .next()
+            .is_none_or(char::is_whitespace)
+    });
     let word_end = if at_boundary {
         common
     } else {
@@ -479,6 +490,31 @@ fn common_shape(shapes: &HashMap<String, usize>) -> Option<String> {
     };
     let prefix = shared[..word_end].trim_end();
     (!prefix.is_empty()).then(|| prefix.to_owned())
+}
+
+/// Without frame markers or a pipe, a prefix that starts with a timestamp
+/// (a digit run) and that every non-empty line shares (`journald`, CRI).
+fn learn_stamped_prefix(lines: &[String]) -> Option<Regex> {
+    let shapes: Vec<String> = lines
+        .iter()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let head: String = line.chars().take(MAX_PREFIX_LEN).collect();
+            DIGITS.replace_all(&head, "0").into_owned()
+        })
+        .collect();
+    if shapes.len() < 3 {
+        return None;
+    }
+    let texts: Vec<&str> = shapes.iter().map(String::as_str).collect();
+    let shared = shared_words(&texts)?;
+    let stamped = shared
+        .split_whitespace()
+        .next()
+        .is_some_and(|word| word.contains('0'));
+    (stamped && shared.len() >= 8)
+        .then(|| shape_regex(&shared))
+        .flatten()
 }
 
 /// An anchored pattern for a shape whose `0`s stand for digit runs.
@@ -599,6 +635,21 @@ mod tests {
                 "   |   File \"/app/a.py\", line 3, in run",
                 "   |   File \"/app/b.py\", line 4, in go",
                 "     |   File \"/app/c.py\", line 5, in f",
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamp_prefix_on_every_line_is_stripped_without_frames() {
+        let text = "2024-05-02T10:00:01.17Z stderr F thread 'main' panicked at src/a.rs:8:14:\n\
+                    2024-05-02T10:00:01.18Z stderr F index out of bounds\n\
+                    2024-05-02T10:00:01.19Z stderr F note: run with `RUST_BACKTRACE=1`";
+        assert_eq!(
+            lines(text),
+            vec![
+                " thread 'main' panicked at src/a.rs:8:14:",
+                " index out of bounds",
+                " note: run with `RUST_BACKTRACE=1`",
             ]
         );
     }
