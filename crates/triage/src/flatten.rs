@@ -15,7 +15,7 @@ use crate::normalize::re;
 pub(crate) const FLATTENED_MIN_LEN: usize = 100;
 
 /// The longest log prefix looked for at the start of a flattened line.
-const MAX_PREFIX_LEN: usize = 80;
+const MAX_PREFIX_LEN: usize = 120;
 
 /// Prefix candidates tried per flattened line.
 const MAX_PREFIX_CANDIDATES: usize = 16;
@@ -315,6 +315,9 @@ fn prefix_candidates(head: &str) -> Vec<&str> {
 /// whitespace, when they are at least two and stand before at least half
 /// the frame markers.
 fn prefix_copies(line: &str, candidate: &str, markers: &[usize]) -> Option<Vec<(usize, usize)>> {
+    // A literal part seen once rules the candidate out before any compiling.
+    let literal = DIGITS.split(candidate).max_by_key(|part| part.len())?;
+    line.match_indices(literal).nth(1)?;
     let shape = DIGITS
         .split(candidate)
         .map(regex::escape)
