@@ -114,15 +114,49 @@ impl Backoff {
 }
 
 /// How many finished jobs of one kind to keep; `None` in both fields keeps them all.
+///
+/// Read in each of BullMQ's forms: `true` (remove at once), `false` (keep all), a number (keep
+/// that many of the newest) or `{"count": N, "age": seconds}` (`age_secs` is accepted too).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
-#[serde(default)]
+#[serde(from = "KeepJobsForm")]
 pub struct KeepJobs {
     /// Keep at most this many of the newest jobs.
     pub count: Option<u64>,
     /// Keep jobs finished at most this many seconds ago.
     pub age_secs: Option<u64>,
+}
+
+/// The forms BullMQ producers send for `removeOnComplete` and `removeOnFail`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeepJobsForm {
+    Remove(bool),
+    Count(u64),
+    Limits {
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default, alias = "age")]
+        age_secs: Option<u64>,
+    },
+}
+
+impl From<KeepJobsForm> for KeepJobs {
+    fn from(form: KeepJobsForm) -> Self {
+        match form {
+            KeepJobsForm::Remove(true) => KeepJobs {
+                count: Some(0),
+                age_secs: None,
+            },
+            KeepJobsForm::Remove(false) => KeepJobs::default(),
+            KeepJobsForm::Count(count) => KeepJobs {
+                count: Some(count),
+                age_secs: None,
+            },
+            KeepJobsForm::Limits { count, age_secs } => KeepJobs { count, age_secs },
+        }
+    }
 }
 
 /// What a producer may ask of a job. Field names follow BullMQ's where they exist.
@@ -202,6 +236,9 @@ impl NewJob {
         if self.opts.timeout == Some(0) {
             return Err(InvalidJob::ZeroTimeout);
         }
+        if self.opts.job_id.as_deref().is_some_and(str::is_empty) {
+            return Err(InvalidJob::EmptyCustomId);
+        }
         if self.name.len() > MAX_QUEUE_NAME {
             return Err(InvalidJob::NameTooLong(self.name.len()));
         }
@@ -226,6 +263,9 @@ pub enum InvalidJob {
     /// `attempts` was 0.
     #[error("attempts must be at least 1")]
     ZeroAttempts,
+    /// `jobId` was empty, so the job could never be looked up.
+    #[error("custom job id is empty")]
+    EmptyCustomId,
     /// `timeout` was 0, which would fail every attempt at once.
     #[error("timeout must be at least 1 ms; leave it out for no timeout")]
     ZeroTimeout,
@@ -463,6 +503,44 @@ mod tests {
         for bad in ["", "a:b", "a b", "{x}", &"q".repeat(129)] {
             assert!(validate_queue_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn retention_is_read_in_each_of_bullmqs_forms() {
+        let keep = |v: Value| serde_json::from_value::<KeepJobs>(v).unwrap();
+        assert_eq!(
+            keep(json!(true)),
+            KeepJobs {
+                count: Some(0),
+                age_secs: None
+            }
+        );
+        assert_eq!(keep(json!(false)), KeepJobs::default());
+        assert_eq!(
+            keep(json!(100)),
+            KeepJobs {
+                count: Some(100),
+                age_secs: None
+            }
+        );
+        let both = KeepJobs {
+            count: Some(5),
+            age_secs: Some(3600),
+        };
+        assert_eq!(keep(json!({"count": 5, "age": 3600})), both);
+        assert_eq!(
+            keep(serde_json::to_value(both).unwrap()),
+            both,
+            "round trip"
+        );
+        assert!(serde_json::from_value::<KeepJobs>(json!("yes")).is_err());
+    }
+
+    #[test]
+    fn empty_custom_id_is_refused() {
+        let mut job = NewJob::new("q", "t", json!({}));
+        job.opts.job_id = Some(String::new());
+        assert_eq!(job.validate(), Err(InvalidJob::EmptyCustomId));
     }
 
     #[test]

@@ -64,6 +64,24 @@ pub fn parse_reply(reply: &str, known_files: &[String]) -> Result<Vec<Edit>, Par
     parse_reply_detailed(reply, known_files).map(|parsed| parsed.edits)
 }
 
+/// The reply without the model's reasoning: `<think>` blocks (Qwen3, DeepSeek-R1 and their
+/// kin) hold drafts, not answers, so nothing in them may become an edit. An unclosed block
+/// runs to the end of the reply.
+fn without_reasoning(reply: &str) -> String {
+    let mut kept = String::with_capacity(reply.len());
+    let mut rest = reply;
+    while let Some(open) = rest.find("<think>") {
+        kept.push_str(&rest[..open]);
+        let after = &rest[open + "<think>".len()..];
+        match after.find("</think>") {
+            Some(close) => rest = &after[close + "</think>".len()..],
+            None => return kept,
+        }
+    }
+    kept.push_str(rest);
+    kept
+}
+
 /// Like [`parse_reply`], also returning the blocks that were skipped and why, so the reasons
 /// can be stored with the attempt.
 ///
@@ -77,7 +95,7 @@ pub fn parse_reply_detailed(reply: &str, known_files: &[String]) -> Result<Parse
             max: MAX_REPLY_BYTES,
         });
     }
-    let text = reply.replace("\r\n", "\n");
+    let text = without_reasoning(&reply.replace("\r\n", "\n"));
     let items = scan::scan(&text).map_err(|_| ParseError::TooManyBlocks {
         max: scan::MAX_BLOCKS,
     })?;

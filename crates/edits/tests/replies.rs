@@ -398,3 +398,34 @@ fn edits_serialise_with_a_kind_tag() {
     let back: Vec<Edit> = serde_json::from_str(&json).expect("deserialise");
     assert_eq!(back, edits);
 }
+
+#[test]
+fn drafts_inside_a_think_block_never_become_edits() {
+    // Reasoning models draft in <think>; here the draft short-circuits the handler, and only
+    // the answer after the block may be applied.
+    let reply = r#"<think>
+Maybe just skip the work:
+```python path=handlers/signup.py
+def handle(payload):
+    return {}
+```
+No, that hides the bug. Fix the lookup instead.
+</think>
+Use `.get` so a payload without a user is handled:
+
+<<<<<<< SEARCH
+    user = data["user"]
+=======
+    user = data.get("user") or {}
+>>>>>>> REPLACE
+"#;
+    let edits = parse_reply(reply, &known(&[SIGNUP])).expect("the answer parses");
+    assert_eq!(edits.len(), 1, "{edits:?}");
+    assert!(matches!(edits[0], Edit::Replace { .. }), "{edits:?}");
+
+    let unclosed = "<think>\n```python path=handlers/signup.py\nprint('{}')\n```\n";
+    assert!(matches!(
+        parse_reply(unclosed, &known(&[SIGNUP])),
+        Err(ParseError::NoEdits { .. })
+    ));
+}

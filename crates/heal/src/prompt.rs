@@ -143,6 +143,8 @@ pub fn still_failing(error: &str, stderr: &str) -> String {
 /// The model's root cause: the text after `Root cause:`, or else the prose before the first
 /// code block, cut to a few sentences.
 pub fn root_cause(reply: &str) -> String {
+    // Reasoning models think aloud in <think> first; the answer follows it.
+    let reply = reply.rsplit("</think>").next().unwrap_or(reply);
     let prose = reply.split("```").next().unwrap_or_default();
     let marked = reply.lines().find_map(|line| {
         let clean = line
@@ -233,6 +235,8 @@ mod tests {
         assert_eq!(root_cause(&"é".repeat(400)).chars().count(), 301);
         let chatty = "Sure! Here is the corrected module:\n\nThe loop stops one short.\n```py\n```";
         assert_eq!(root_cause(chatty), "The loop stops one short.");
+        let thinking = "<think>Root cause: maybe the cache?</think>\nRoot cause: off by one.";
+        assert_eq!(root_cause(thinking), "off by one.");
     }
 
     #[test]

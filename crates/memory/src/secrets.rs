@@ -35,6 +35,19 @@ static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
         .expect("the url credentials pattern compiles")
 });
 
+/// Tokens whose shape gives them away wherever they stand: GitHub (`ghp_…`, `github_pat_…`),
+/// Stripe (`sk_live_…`, `rk_test_…`), Slack (`xoxb-…`), AWS access key ids (`AKIA…`), OpenAI-style
+/// keys (`sk-…`), Google API keys (`AIza…`) and JSON Web Tokens (`eyJ….eyJ….…`).
+static TOKEN_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}",
+        r"|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|xox[abprs]-[A-Za-z0-9-]{10,}",
+        r"|(?:AKIA|ASIA)[A-Z0-9]{16}|sk-[A-Za-z0-9_-]{20,}|AIza[A-Za-z0-9_-]{30,}",
+        r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+)"
+    ))
+    .expect("the token shape pattern compiles")
+});
+
 /// Key names whose whole value is masked in a JSON payload, whatever its type.
 static SECRET_KEY_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("(?i){SECRET_KEY}")).expect("the secret key name pattern compiles")
@@ -53,6 +66,7 @@ pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
     masked = BEARER
         .replace_all(&masked, |c: &Captures| format!("{}{MASK}", &c[1]))
         .into_owned();
+    masked = TOKEN_SHAPES.replace_all(&masked, MASK).into_owned();
     KEY_VALUE.replace_all(&masked, mask_key_value).into_owned()
 }
 
@@ -105,6 +119,20 @@ mod tests {
     fn check(input: &str, secrets: &[&str], expect: Expect) {
         let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
         expect.assert_eq(&mask_secrets(input, &secrets));
+    }
+
+    #[test]
+    fn tokens_are_masked_by_their_shape_whatever_their_key() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl";
+        let text = format!(
+            "gh=ghp_1234567890abcdefghijABCDEFGHIJ stripe=sk_live_4eC39HqLyjWDarjtT1zdp7dc \
+             note: AKIAIOSFODNN7EXAMPLE and {jwt}, not sk-short or eyJnotajwt"
+        );
+        check(
+            &text,
+            &[],
+            expect![[r#"gh=*** stripe=*** note: *** and ***, not sk-short or eyJnotajwt"#]],
+        );
     }
 
     #[test]

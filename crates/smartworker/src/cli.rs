@@ -425,8 +425,10 @@ async fn apply_fix(app: &App, id: i64) -> anyhow::Result<()> {
         .get_fix(id)
         .await?
         .with_context(|| format!("fix {id} not found"))?;
-    let edits: Vec<smartworker_edits::Edit> = serde_json::from_value(fix.fix.edits_json.clone())
-        .context("the fix's edits are unreadable")?;
+    // The diff, not the stored edits: a whole-file edit would overwrite what changed in the
+    // project since, while the diff's hunks apply by their context, as `git apply` would.
+    let edits = smartworker_edits::parse_reply(&fix.fix.diff, &[])
+        .with_context(|| format!("fix {id} has no diff that can be applied"))?;
     if !fix.fix.summary.verified {
         eprintln!("warning: fix {id} was not verified in the sandbox");
     }
