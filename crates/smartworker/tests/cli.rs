@@ -4,15 +4,17 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod support;
+
 use expect_test::expect;
 use serde_json::Value;
 use smartworker_model::testing::ScriptedModelServer;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use support::{Output, closed_port, drain, wait};
 
 /// The longest any one command may take before the test calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -23,27 +25,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A port on 127.0.0.1 on which nothing listens: bound, read, then released.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// What a finished command printed.
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 impl Output {
-    fn all(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
     #[track_caller]
     fn success(self) -> Output {
         assert_eq!(self.code, Some(0), "{}", self.all());
@@ -167,30 +149,6 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), target).unwrap();
         }
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).unwrap();
-        text
-    })
-}
-
-/// Waits for `child` up to `limit`; kills it and returns `None` when it is still running.
-fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if started.elapsed() > limit {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

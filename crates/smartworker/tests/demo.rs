@@ -4,12 +4,13 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod support;
+
 use smartworker_model::testing::ScriptedModelServer;
-use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Output, closed_port, drain, wait};
 
 /// The longest any demo run may take here before the test calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(45);
@@ -17,28 +18,9 @@ const DEADLINE: Duration = Duration::from_secs(45);
 /// The fixed module, from the repository's fixes folder.
 const FIXED_USERS_PY: &str = include_str!("../../../examples/fixes/project/handlers/lib/users.py");
 
-/// What a finished run printed.
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn all(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// A loopback URL on which nothing listens: the port is bound, read, then released.
 fn closed_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/v1")
+    format!("http://127.0.0.1:{}/v1", closed_port())
 }
 
 /// Runs `smartworker demo` in `cwd` with only PATH, HOME, TMPDIR and `env`, killing it at the
@@ -59,18 +41,7 @@ fn run_demo(cwd: &Path, tmp: &Path, env: &[(&str, &str)]) -> Output {
         .unwrap();
     let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > DEADLINE {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait(&mut child, DEADLINE);
     let output = Output {
         code: status.and_then(|s| s.code()),
         stdout: stdout.join().unwrap(),
@@ -78,14 +49,6 @@ fn run_demo(cwd: &Path, tmp: &Path, env: &[(&str, &str)]) -> Output {
     };
     assert!(status.is_some(), "the demo hung:\n{}", output.all());
     output
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).unwrap();
-        text
-    })
 }
 
 /// Spinners redraw with carriage returns and escape sequences; a pipe must get plain lines.
