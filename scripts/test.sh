@@ -24,6 +24,8 @@ say "checking what the tests need"
 command -v bwrap >/dev/null || { echo "installing bubblewrap"; apt_install bubblewrap; }
 command -v setpriv >/dev/null && command -v prlimit >/dev/null || apt_install util-linux
 command -v python3 >/dev/null || apt_install python3 python3-pip
+# The sandbox binds only system directories, so handlers there need the system's interpreter.
+[ -x /usr/bin/python3 ] || apt_install python3
 command -v node >/dev/null || apt_install nodejs
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   echo "installing aiosmtpd (the SMTP server the e-mail tests start)"
