@@ -41,7 +41,8 @@ impl Capture {
         }
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    /// Appends `bytes`, dropping the head once the buffer is well past the cap.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         // Trim only once the buffer is twice the cap, so trimming costs O(1) per byte.
         if self.buf.len() > self.cap.saturating_mul(2).max(8192) {
@@ -59,6 +60,12 @@ impl Capture {
 
     /// The kept text (invalid UTF-8 replaced) and whether anything was dropped.
     pub(crate) fn finish(mut self) -> (String, bool) {
+        let text = self.text();
+        (text, self.truncated)
+    }
+
+    /// The kept text so far (invalid UTF-8 replaced); the capture keeps filling afterwards.
+    pub(crate) fn text(&mut self) -> String {
         self.trim();
         let mut start = 0;
         // A cut may land inside a multi-byte character; start at the next whole one.
@@ -67,8 +74,7 @@ impl Capture {
                 start += 1;
             }
         }
-        let text = String::from_utf8_lossy(&self.buf[start..]).into_owned();
-        (text, self.truncated)
+        String::from_utf8_lossy(&self.buf[start..]).into_owned()
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 
 /// How long output may still arrive after the child has exited or been killed.
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// The default cap on each of stdout and stderr.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
@@ -99,10 +99,22 @@ pub enum HandlerError {
 }
 
 /// Kills a process group when dropped: the safety net for timeouts and dropped futures.
-struct GroupKill(Option<Pid>);
+#[derive(Debug)]
+pub(crate) struct GroupKill(Option<Pid>);
 
 impl GroupKill {
-    fn kill(&mut self) {
+    /// The guard for `child`'s process group (the child leads it).
+    pub(crate) fn of(child: &Child) -> Self {
+        GroupKill(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        )
+    }
+
+    /// Kills the whole group now; later calls do nothing.
+    pub(crate) fn kill(&mut self) {
         if let Some(pgid) = self.0.take() {
             // ESRCH (the group is already gone) is the expected case after a clean exit.
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -139,12 +151,7 @@ pub async fn run_command(spec: &CommandSpec, stdin: &[u8]) -> Result<CommandOutp
             program: spec.program.clone(),
             source,
         })?;
-    let mut group = GroupKill(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    );
+    let mut group = GroupKill::of(&child);
 
     let mut stdout = Capture::new(spec.max_output_bytes);
     let mut stderr = Capture::new(spec.max_output_bytes);
@@ -175,7 +182,8 @@ pub async fn run_command(spec: &CommandSpec, stdin: &[u8]) -> Result<CommandOutp
     })
 }
 
-fn command(spec: &CommandSpec) -> Command {
+/// The command for `spec`: piped stdio, its own process group, killed when dropped.
+pub(crate) fn command(spec: &CommandSpec) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)

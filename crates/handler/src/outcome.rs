@@ -10,7 +10,7 @@ use smartworker_core::JobFailure;
 use std::time::Duration;
 
 /// The longest failure message kept, in characters.
-const MAX_MESSAGE_CHARS: usize = 500;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
 
 /// The job's result for a command's output.
 ///
@@ -54,12 +54,12 @@ fn failure(message: String, stderr: &str) -> JobFailure {
 
 /// `timed out after 30s`, from the elapsed time rounded to a tenth of a second (the kill and
 /// the reaping add a few milliseconds to the configured timeout).
-fn timed_out_message(elapsed: Duration) -> String {
+pub(crate) fn timed_out_message(elapsed: Duration) -> String {
     let tenths = (elapsed.as_secs_f64() * 10.0).round() / 10.0;
     format!("timed out after {tenths}s")
 }
 
-fn signal_message(signal: i32) -> String {
+pub(crate) fn signal_message(signal: i32) -> String {
     match Signal::try_from(signal) {
         Ok(name) => format!("killed by signal {name}"),
         Err(_) => format!("killed by signal {signal}"),
