@@ -223,6 +223,135 @@ const NATIVE_SYMBOLS: [&str; 8] = [
     "thread_start",
 ];
 
+/// .NET namespaces of the base class library and the runtime.
+const DOTNET_RUNTIME: [&str; 3] = ["System.", "Microsoft.", "Internal."];
+const DOTNET_FRAMEWORKS: [&str; 7] = [
+    "Hangfire.",
+    "Quartz.",
+    "MassTransit.",
+    "NServiceBus.",
+    "Coravel.",
+    "Rebus.",
+    "DotNetCore.CAP.",
+];
+const DOTNET_LIBRARIES: [&str; 26] = [
+    "Npgsql.",
+    "Newtonsoft.",
+    "Polly.",
+    "Dapper.",
+    "StackExchange.",
+    "Serilog.",
+    "NLog.",
+    "log4net.",
+    "Castle.",
+    "MediatR.",
+    "AutoMapper.",
+    "FluentValidation.",
+    "Grpc.",
+    "Azure.",
+    "Amazon.",
+    "RabbitMQ.",
+    "Confluent.",
+    "MongoDB.",
+    "MySqlConnector.",
+    "Pomelo.",
+    "Refit.",
+    "RestSharp.",
+    "Autofac.",
+    "Google.",
+    "Elastic.",
+    "<StartupCode$FSharp-Core>",
+];
+/// Vendored PHP packages that run queued jobs.
+const PHP_FRAMEWORKS: [&str; 5] = [
+    "/vendor/laravel/framework/",
+    "/vendor/laravel/horizon/",
+    "/vendor/symfony/messenger/",
+    "/vendor/symfony/console/",
+    "/vendor/enqueue/",
+];
+/// Top-level modules of Elixir itself and its bundled applications.
+const ELIXIR_RUNTIME: [&str; 44] = [
+    "Access",
+    "Agent",
+    "Application",
+    "Base",
+    "Calendar",
+    "Code",
+    "Config",
+    "Date",
+    "DateTime",
+    "DynamicSupervisor",
+    "EEx",
+    "Enum",
+    "Enumerable",
+    "ExUnit",
+    "Exception",
+    "File",
+    "Float",
+    "Function",
+    "GenServer",
+    "IEx",
+    "IO",
+    "Inspect",
+    "Integer",
+    "JSON",
+    "Kernel",
+    "Keyword",
+    "List",
+    "Logger",
+    "Macro",
+    "Map",
+    "MapSet",
+    "Mix",
+    "Module",
+    "NaiveDateTime",
+    "Path",
+    "Process",
+    "Protocol",
+    "Range",
+    "Registry",
+    "Stream",
+    "String",
+    "Supervisor",
+    "Task",
+    "URI",
+];
+const ELIXIR_FRAMEWORKS: [&str; 8] = [
+    "Oban",
+    "Exq",
+    "Broadway",
+    "Quantum",
+    "Verk",
+    "Honeydew",
+    "Rihanna",
+    "FaktoryWorker",
+];
+const ELIXIR_LIBRARIES: [&str; 22] = [
+    "Ecto",
+    "Postgrex",
+    "DBConnection",
+    "MyXQL",
+    "Phoenix",
+    "Plug",
+    "Jason",
+    "Poison",
+    "Tesla",
+    "Finch",
+    "Mint",
+    "Req",
+    "HTTPoison",
+    "Redix",
+    "Swoosh",
+    "Bamboo",
+    "Absinthe",
+    "Decimal",
+    "Timex",
+    "ExAws",
+    "Cachex",
+    "NimblePool",
+];
+
 static PYTHON_STDLIB: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)/lib/python\d+(?:\.\d+)?t?/|/python\d*[^/]*/lib/"));
 static GO_ROOT: LazyLock<Regex> = LazyLock::new(|| re(r"/(?:go|libexec|goroot[^/]*)/src/([^/]+)/"));
@@ -256,6 +385,9 @@ fn origin(language: Language, frame: &Frame) -> Origin {
         Language::Go => go_origin(&file, function),
         Language::Rust => rust_origin(&file, function),
         Language::Ruby => ruby_origin(&file),
+        Language::DotNet => dotnet_origin(function),
+        Language::Php => php_origin(&file),
+        Language::Elixir => elixir_origin(&file, function),
         Language::Unknown => Origin::App,
     }
 }
@@ -423,6 +555,54 @@ fn ruby_origin(file: &str) -> Origin {
         "/rubies/",
     ];
     if file.starts_with("[GEM_ROOT]") || has_any(file, &library_dirs) {
+        return Origin::Library;
+    }
+    Origin::App
+}
+
+fn dotnet_origin(function: &str) -> Origin {
+    if DOTNET_RUNTIME.iter().any(|p| function.starts_with(p)) {
+        return Origin::Runtime;
+    }
+    if DOTNET_FRAMEWORKS.iter().any(|p| function.starts_with(p)) {
+        return Origin::Framework;
+    }
+    // Expression-tree and proxy code the runtime generates at run time.
+    let generated = function.starts_with("lambda_method") || function.starts_with("DynamicClass");
+    if generated || DOTNET_LIBRARIES.iter().any(|p| function.starts_with(p)) {
+        return Origin::Library;
+    }
+    Origin::App
+}
+
+fn php_origin(file: &str) -> Origin {
+    // `[internal function]` and `{main}` frames print no file.
+    if file.is_empty() {
+        return Origin::Runtime;
+    }
+    // `artisan` and `bin/console` start Laravel's and Symfony's workers.
+    let entry = file.ends_with("/artisan") || file.ends_with("/bin/console");
+    if entry || PHP_FRAMEWORKS.iter().any(|dir| file.contains(dir)) {
+        return Origin::Framework;
+    }
+    if has_dir(file, &["vendor"]) {
+        return Origin::Library;
+    }
+    Origin::App
+}
+
+fn elixir_origin(file: &str, function: &str) -> Origin {
+    // `anonymous fn/1 in MyApp.Worker.perform/1` lies in `MyApp.Worker`.
+    let function = function.rsplit_once(" in ").map_or(function, |(_, m)| m);
+    let top = function.split(['.', '/']).next().unwrap_or(function);
+    let erlang = function.starts_with(':') || (file.ends_with(".erl") && !file.contains('/'));
+    if erlang || ELIXIR_RUNTIME.contains(&top) {
+        return Origin::Runtime;
+    }
+    if ELIXIR_FRAMEWORKS.contains(&top) {
+        return Origin::Framework;
+    }
+    if has_dir(file, &["deps"]) || ELIXIR_LIBRARIES.contains(&top) {
         return Origin::Library;
     }
     Origin::App

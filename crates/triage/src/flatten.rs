@@ -54,6 +54,21 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat \S+\.rs:\d+",
         r"|thread '[^']*'(?: \(\d+\))? panicked at ",
         r"|\bnote: ",
+        // .NET: frames whose names JVM frames cannot hold (generics,
+        // explicit interfaces), inner exceptions and section markers.
+        r"|\bat [^\s()]*[.`][^\s()]*\([^()]*\)",
+        r"|---> ",
+        r"|--- End of [\w ]+ ---",
+        // PHP.
+        r"|#\d{1,4} (?:/|[A-Za-z]:\\|\[internal function\]|\{main\})",
+        r"|Stack trace:",
+        r"|\[stacktrace\]",
+        r"|\[previous exception\]",
+        r"|\bthrown in ",
+        r"|\bNext (?:\\?[A-Za-z_]\w*\\)*[A-Z]\w*: ",
+        // Elixir.
+        r"|\*\* \([A-Za-z_][\w.]*\)",
+        r"|\([a-z_]\w*(?: [\w.+\-]+)?\) [\w./\-]+\.(?:ex|exs|erl|hrl):\d+: ",
         // A Markdown fence the trace was pasted in.
         r"|```",
     ))
@@ -62,7 +77,11 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
 /// An error header inside a flattened line; cut before it so each header
 /// (a log line's copy, the runtime's own) gets a line of its own.
 static CUT_ERROR: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception|ExceptionGroup)(?: \[[^\]]*\])?: ")
+    re(concat!(
+        r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception|ExceptionGroup)(?: \[[^\]]*\])?: ",
+        // A .NET header, HRESULT included.
+        r"|(?:^|\s)(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*(?:Error|Exception) \(0x[0-9A-Fa-f]+\): ",
+    ))
 });
 
 /// Where a flattened line is cut: after each match of these patterns.
@@ -94,7 +113,7 @@ static RUST_LIST: LazyLock<Regex> =
 static GROUP_RULE: LazyLock<Regex> = LazyLock::new(|| re(r"\+[-+]*-{3,}"));
 
 /// Labels that keep the error header after them on their own line.
-const CAUSE_LABELS: [&str; 3] = ["[cause]:", "Caused by:", "Suppressed:"];
+const CAUSE_LABELS: [&str; 5] = ["[cause]:", "Caused by:", "Suppressed:", "--->", "Next"];
 
 /// The end of a Python frame and the exception that follows its source line.
 static PY_FRAME_TAIL: LazyLock<Regex> =

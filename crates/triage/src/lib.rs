@@ -12,6 +12,8 @@
 mod block;
 mod classify;
 mod context;
+mod dotnet;
+mod elixir;
 mod fingerprint;
 mod flatten;
 mod go;
@@ -19,6 +21,7 @@ mod java;
 mod javascript;
 mod model;
 mod normalize;
+mod php;
 mod python;
 mod report;
 mod ruby;
@@ -51,6 +54,9 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
         Language::Go => go::parse(lines),
         Language::Ruby => ruby::parse(lines),
         Language::Java => java::parse(lines),
+        Language::DotNet => dotnet::parse(lines),
+        Language::Php => php::parse(lines),
+        Language::Elixir => elixir::parse(lines),
         Language::Unknown => Parsed::default(),
     };
 
@@ -106,6 +112,9 @@ fn detect(lines: &[String]) -> Language {
         (Language::Java, java::score(lines)),
         (Language::Ruby, ruby::score(lines)),
         (Language::JavaScript, javascript::score(lines)),
+        (Language::DotNet, dotnet::score(lines)),
+        (Language::Php, php::score(lines)),
+        (Language::Elixir, elixir::score(lines)),
     ];
     let mut best = (Language::Unknown, 0);
     for (language, score) in scores {

@@ -21,6 +21,13 @@ pub enum Language {
     Ruby,
     /// JVM stacks (Java, Kotlin, Scala).
     Java,
+    /// .NET stacks (C#, F#, VB), as `Exception.ToString()` prints them.
+    #[serde(rename = "dotnet")]
+    DotNet,
+    /// PHP stacks, plain or as Laravel logs them.
+    Php,
+    /// Elixir stacks, Erlang frames included.
+    Elixir,
     /// Nothing recognisable; only a best-effort error line is filled in.
     Unknown,
 }
