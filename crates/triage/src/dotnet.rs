@@ -29,6 +29,10 @@ static LOOSE_HEADER: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
+/// A compiler-generated async state machine: `Ns.Type.<RunAsync>d__4.MoveNext`.
+static STATE_MACHINE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"\.<([A-Za-z_]\w*)>d__\d+\.MoveNext$"));
+
 /// The marker between an inner exception's frames and its wrapper's.
 const END_OF_INNER: &str = "--- End of inner exception stack trace ---";
 
@@ -59,10 +63,13 @@ fn parse_frame(line: &str) -> Option<Frame> {
     if looks_like_jvm_location(args) {
         return None;
     }
+    // Before .NET Core 2.1 an async method's frames name its state machine;
+    // the method it was generated from is what the source holds.
     let function = caps.get(1)?.as_str();
+    let function = STATE_MACHINE.replace(function, ".$1");
     let file = caps.get(3).map_or("", |m| m.as_str());
     let line_no = caps.get(4).and_then(|m| number(m.as_str()));
-    Some(frame(file, line_no, None, Some(function)))
+    Some(frame(file, line_no, None, Some(&function)))
 }
 
 /// `Foo.java:12`, `Native Method`, `Unknown Source`: what a JVM frame holds.
@@ -235,6 +242,15 @@ mod tests {
                 Some("App.Jobs.Sync.Run".into())
             ))
         );
+    }
+
+    #[test]
+    fn async_state_machine_frame_names_its_method() {
+        let frame = parse_frame(
+            "   at Shop.Jobs.PriceJob.<RunAsync>d__4.MoveNext() in /src/PriceJob.cs:line 33",
+        );
+        let function = frame.and_then(|f| f.function);
+        assert_eq!(function.as_deref(), Some("Shop.Jobs.PriceJob.RunAsync"));
     }
 
     #[test]

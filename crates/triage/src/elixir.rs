@@ -56,10 +56,19 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
         let Some(error) = header(line) else {
             continue;
         };
+        // `** (exit) exited in: GenServer.call(…)` prints the exit's reason
+        // under it, indented, as `** (EXIT) time out`: the reason caused it.
+        let is_reason = line.starts_with(char::is_whitespace)
+            && current.as_ref().is_some_and(|b| b.frames.is_empty());
+        let link = if is_reason {
+            Link::CauseOfPrevious
+        } else {
+            Link::Independent
+        };
         if let Some(done) = current.take() {
             parsed.push_block(done);
         }
-        current = Some(Block::new(error, Link::Independent));
+        current = Some(Block::new(error, link));
     }
     if let Some(done) = current.take() {
         parsed.push_block(done);

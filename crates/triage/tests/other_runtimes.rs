@@ -26,6 +26,7 @@ cases! {
     d02_quartz_inner_exception_is_the_root_cause => "d02",
     d03_net_framework_inner_exceptions_on_the_header_line => "d03",
     d04_masstransit_npgsql_error_with_hresult_and_data_block => "d04",
+    d05_state_machine_frames_name_their_async_methods => "d05",
     p01_php_cli_worker_pairs_each_line_with_its_function => "p01",
     p02_laravel_log_error_handler_frames_are_skipped => "p02",
     p03_laravel_previous_exception_is_the_root_cause => "p03",
@@ -34,6 +35,7 @@ cases! {
     e02_exq_key_error_in_anonymous_fn => "e02",
     e03_oban_ecto_constraint_error_below_library_frames => "e03",
     e04_oban_dependency_error_without_app_frames => "e04",
+    e05_genserver_exit_reason_is_the_root_cause => "e05",
 }
 
 #[test]
