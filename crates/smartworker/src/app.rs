@@ -3,7 +3,7 @@
 //!
 //! Nothing here decides anything about jobs; it only connects the parts.
 
-use crate::config::{Config, ExecutionContext, QueueConfig};
+use crate::config::{Config, ExecutionContext, QueueConfig, SandboxKind};
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
@@ -79,6 +79,13 @@ impl App {
     /// When the state directory, the queue file or the memory store cannot be opened, or a
     /// client cannot be built from its settings.
     pub fn open(cfg: Config) -> anyhow::Result<App> {
+        // FIXME: the Docker sandbox backend is not built yet (issue 5); until it is, asking for
+        // it is an error rather than a silent switch to bubblewrap.
+        if cfg.heal.sandbox == SandboxKind::Docker {
+            anyhow::bail!(
+                "heal.sandbox = \"docker\" is not available yet; use \"bubblewrap\" or \"auto\""
+            );
+        }
         let db = db_path(&cfg);
         let backend = SqliteBackend::open(&db, SqliteOptions::default())
             .with_context(|| format!("opening the queue file {}", db.display()))?;

@@ -196,7 +196,7 @@ pub enum ExecutionContext {
 /// Which sandbox verifies fixes (`heal.sandbox`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SandboxKind {
-    /// Docker when its socket answers, else bubblewrap (the default).
+    /// The best sandbox this machine has (the default); today that is bubblewrap.
     #[default]
     Auto,
     /// Always bubblewrap.

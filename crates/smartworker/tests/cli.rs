@@ -685,3 +685,12 @@ fn job_of_a_killed_server_runs_again_after_restart() {
     let (status, log) = restarted.stop();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
 }
+
+#[test]
+fn asking_for_the_docker_sandbox_is_refused_until_it_exists() {
+    let mut project = Project::new();
+    project.set("APP_HEAL_SANDBOX", "docker");
+    project
+        .run(&["jobs"])
+        .failure(r#"heal.sandbox = "docker" is not available yet"#);
+}
