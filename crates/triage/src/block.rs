@@ -25,6 +25,26 @@ pub(crate) struct ErrorLine {
     pub(crate) message: String,
 }
 
+/// The header of frames that no anchored header preceded: the nearest line of the
+/// `lookback` lines above `first_frame` that `header` matches, its first group being the
+/// type and its second the message.
+pub(crate) fn header_above(
+    lines: &[String],
+    first_frame: usize,
+    lookback: usize,
+    header: &Regex,
+) -> Option<ErrorLine> {
+    let from = first_frame.saturating_sub(lookback);
+    lines[from..first_frame].iter().rev().find_map(|line| {
+        let caps = header.captures(line)?;
+        Some(ErrorLine {
+            error_type: caps.get(1)?.as_str().to_owned(),
+            qualified: None,
+            message: caps.get(2).map_or("", |m| m.as_str()).trim().to_owned(),
+        })
+    })
+}
+
 /// How a block relates to the block printed just before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Link {

@@ -214,15 +214,7 @@ fn headers(line: &str) -> Vec<(ErrorLine, bool)> {
 
 /// The header of frames that no anchored header preceded.
 fn loose_header(lines: &[String], first_frame: usize) -> Option<ErrorLine> {
-    let from = first_frame.saturating_sub(HEADER_LOOKBACK);
-    lines[from..first_frame].iter().rev().find_map(|line| {
-        let caps = LOOSE_HEADER.captures(line)?;
-        Some(ErrorLine {
-            error_type: caps.get(1)?.as_str().to_owned(),
-            qualified: None,
-            message: caps.get(2).map_or("", |m| m.as_str()).trim().to_owned(),
-        })
-    })
+    crate::block::header_above(lines, first_frame, HEADER_LOOKBACK, &LOOSE_HEADER)
 }
 
 #[cfg(test)]
