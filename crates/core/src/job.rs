@@ -199,6 +199,19 @@ impl Default for JobOptions {
     }
 }
 
+impl JobOptions {
+    /// The state a new job is stored in and when it may first run, for a job added at `now`.
+    pub fn first_run(&self, now: i64) -> (JobState, i64) {
+        let delay = i64::try_from(self.delay).unwrap_or(i64::MAX);
+        let state = if delay > 0 {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
+        };
+        (state, now.saturating_add(delay))
+    }
+}
+
 /// A job as a producer hands it over.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
@@ -343,12 +356,7 @@ pub struct Job {
 impl Job {
     /// The job `new` becomes when stored with `id` at `now`: waiting (or delayed), no attempts.
     pub fn stored(id: JobId, new: NewJob, now: i64) -> Job {
-        let delay = i64::try_from(new.opts.delay).unwrap_or(i64::MAX);
-        let state = if delay > 0 {
-            JobState::Delayed
-        } else {
-            JobState::Waiting
-        };
+        let (state, run_at) = new.opts.first_run(now);
         Job {
             id,
             queue: new.queue,
@@ -361,7 +369,7 @@ impl Job {
             result: None,
             failed_reason: None,
             created_at: now,
-            run_at: now.saturating_add(delay),
+            run_at,
             finished_at: None,
         }
     }

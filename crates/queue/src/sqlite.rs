@@ -225,12 +225,7 @@ fn insert_job(conn: &Connection, job: &NewJob, now: i64) -> Result<JobId, Backen
             return Ok(JobId(custom.clone()));
         }
     }
-    let delay = i64::try_from(job.opts.delay).unwrap_or(i64::MAX);
-    let state = if delay > 0 {
-        JobState::Delayed
-    } else {
-        JobState::Waiting
-    };
+    let (state, run_at) = job.opts.first_run(now);
     let opts = serde_json::to_string(&job.opts).map_err(storage)?;
     let data = serde_json::to_string(&job.data).map_err(storage)?;
     let mut stmt = conn
@@ -247,7 +242,7 @@ fn insert_job(conn: &Connection, job: &NewJob, now: i64) -> Result<JobId, Backen
         opts,
         state_code(state),
         job.opts.priority,
-        now.saturating_add(delay),
+        run_at,
         now,
     ])
     .map_err(storage)?;
