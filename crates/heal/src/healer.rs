@@ -7,9 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use smartworker_core::{Handler, Job, JobFailure, JobId, JobState, QueueBackend};
 use smartworker_edits::{Edit, Limits};
-use smartworker_handler::{
-    CommandHandler, CommandOutput, CommandSpec, job_env, job_outcome, job_stdin,
-};
+use smartworker_handler::{CommandHandler, CommandOutput, CommandSpec, job_outcome, job_stdin};
 use smartworker_memory::{
     AttemptTimings, ChunkKind, EmbeddedChunks, FailureInput, FailureRecord, FallbackEmbedder,
     FixSource, FrameInput, HealAttemptRecord, MemoryStore, NewFix, SimilarFailure,
@@ -37,8 +35,6 @@ pub struct HealSettings {
     pub rounds: u32,
     /// Limits of the sandbox re-run.
     pub sandbox: SandboxOptions,
-    /// Host environment variables each queue may pass to its handler.
-    pub queue_env: HashMap<String, Vec<(String, String)>>,
     /// The project's own checks, run in the same workspace after the job passes.
     pub check_command: Option<Vec<String>>,
     /// Who reviews fixes.
@@ -610,9 +606,7 @@ impl Healer {
         let started = Instant::now();
         let spec = CommandHandler::new(command.clone()).spec_for(job);
         let mut opts = s.sandbox.clone();
-        opts.env = job_env(job, "sandbox");
-        opts.env
-            .extend(s.queue_env.get(&job.queue).cloned().unwrap_or_default());
+        opts.env = smartworker_sandbox::job_sandbox_env(command, job);
         let run =
             smartworker_sandbox::run_sandboxed(&spec, &ws, &s.project_root, &opts, &job_stdin(job))
                 .await;

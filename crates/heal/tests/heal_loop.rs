@@ -132,7 +132,6 @@ impl Harness {
                     wall_timeout: Duration::from_secs(20),
                     ..SandboxOptions::default()
                 },
-                queue_env: HashMap::new(),
                 check_command: None,
                 reviewers: vec!["reviewer@example.com".into()],
                 from: "smartworker@localhost".into(),

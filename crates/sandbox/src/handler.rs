@@ -44,13 +44,7 @@ impl Handler for SandboxHandler {
 
         let spec = self.command.spec_for(job);
         let mut opts = self.opts.clone();
-        opts.env = spec
-            .env
-            .iter()
-            .filter(|(k, _)| !is_job_var(k))
-            .cloned()
-            .collect();
-        opts.env.extend(job_env(job, "sandbox"));
+        opts.env = job_sandbox_env(self.command.spec(), job);
         let run = run_sandboxed(&spec, &ws, &self.project_root, &opts, &job_stdin(job)).await;
         let _ = ws.destroy();
         let output = run.map_err(|e| JobFailure::new(format!("sandbox run failed: {e}")))?;
@@ -58,7 +52,11 @@ impl Handler for SandboxHandler {
     }
 }
 
-/// The variables `job_env` sets, which the sandbox run sets again for itself.
-fn is_job_var(name: &str) -> bool {
-    name.starts_with("SMARTWORKER_") || name == smartworker_handler::EXECUTION_CONTEXT_VAR
+/// What a job's handler sees in the sandbox: the host variables its queue passes on (`base` is
+/// the queue's command, before any job's variables are added) and the job's own variables with
+/// `EXECUTION_CONTEXT=sandbox`. Nothing else from the host.
+pub fn job_sandbox_env(base: &CommandSpec, job: &Job) -> Vec<(String, String)> {
+    let mut env = base.env.clone();
+    env.extend(job_env(job, "sandbox"));
+    env
 }

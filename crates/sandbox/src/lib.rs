@@ -14,6 +14,6 @@ mod workspace;
 
 pub use bwrap::{SandboxOptions, check_available, run_sandboxed, wrap};
 pub use error::SandboxError;
-pub use handler::SandboxHandler;
+pub use handler::{SandboxHandler, job_sandbox_env};
 pub use seccomp::denied_syscalls;
 pub use workspace::{SKIPPED_DIRS, Workspace, WorkspaceOptions};

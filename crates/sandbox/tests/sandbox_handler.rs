@@ -25,6 +25,7 @@ with open("written.txt", "w") as f:
     f.write("by the job")
 print(json.dumps({"context": os.environ.get("EXECUTION_CONTEXT"),
                   "job_id": os.environ.get("SMARTWORKER_JOB_ID"),
+                  "passed": os.environ.get("PASSED"),
                   "data": job["data"]}))
 "#;
 
@@ -32,7 +33,8 @@ print(json.dumps({"context": os.environ.get("EXECUTION_CONTEXT"),
 async fn every_job_runs_in_a_fresh_sandbox_and_leaves_the_project_untouched() {
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("handler.py"), HANDLER).unwrap();
-    let spec = CommandSpec::new("python3", &["handler.py"], project.path());
+    let mut spec = CommandSpec::new("python3", &["handler.py"], project.path());
+    spec.env = vec![("PASSED".into(), "by the queue".into())];
     let handler = SandboxHandler::new(
         spec,
         project.path().to_path_buf(),
@@ -40,10 +42,9 @@ async fn every_job_runs_in_a_fresh_sandbox_and_leaves_the_project_untouched() {
     );
 
     let result = handler.run(&job(json!({"n": 1}))).await.unwrap();
-    assert_eq!(
-        result,
-        json!({"context": "sandbox", "job_id": "7", "data": {"n": 1}})
-    );
+    let expected =
+        json!({"context": "sandbox", "job_id": "7", "passed": "by the queue", "data": {"n": 1}});
+    assert_eq!(result, expected);
     assert!(
         !project.path().join("written.txt").exists(),
         "the job wrote to the host project"

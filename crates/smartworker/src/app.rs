@@ -270,11 +270,6 @@ fn heal_settings(cfg: &Config) -> HealSettings {
         state_dir: cfg.state_dir.clone(),
         rounds: cfg.heal.rounds,
         sandbox: SandboxOptions::default(),
-        queue_env: cfg
-            .queues
-            .iter()
-            .map(|(n, q)| (n.clone(), passed_env(q)))
-            .collect(),
         check_command: cfg.heal.check_command.clone(),
         reviewers: vec![
             cfg.smtp
