@@ -606,10 +606,10 @@ impl QueueBackend for RedisBackend {
             RetryReply::Missing => return Err(BackendError::NotFound(id.clone())),
             RetryReply::State(state) => {
                 // A copy in a dead-letter queue stands for its original.
-                if let Some(origin) = self.retry_origin(id).await? {
-                    if let RetryReply::Done = self.retry_once(&origin).await? {
-                        return Ok(());
-                    }
+                if let Some(origin) = self.retry_origin(id).await?
+                    && let RetryReply::Done = self.retry_once(&origin).await?
+                {
+                    return Ok(());
                 }
                 Err(BackendError::WrongState {
                     id: id.clone(),
