@@ -16,6 +16,7 @@
 
 mod dotenv;
 mod file;
+mod queue_store;
 mod value;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use smartworker_core::{Backoff, JobOptions};
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
+pub use self::queue_store::{QueueBackendKind, QueueStoreConfig};
 pub use self::value::Origin;
 
 /// The config file read when `--config` is not given; a missing one is not an error.
@@ -74,6 +76,9 @@ pub const SETTINGS: &[Setting] = &[
     setting("server.api_token", "APP_API_TOKEN"),
     setting("redis.host", "APP_REDIS_HOST"),
     setting("redis.port", "APP_REDIS_PORT"),
+    setting("redis.url", "APP_REDIS_URL"),
+    setting("redis.prefix", "APP_REDIS_PREFIX"),
+    setting("queue.backend", "APP_QUEUE_BACKEND"),
     setting("smtp.host", "APP_SMTP_HOST"),
     setting("smtp.port", "APP_SMTP_PORT"),
     setting("smtp.user", "APP_SMTP_USER"),
@@ -360,6 +365,8 @@ pub struct QueueConfig {
     pub autofix: bool,
     /// Host environment variables passed on to the handler; all others are withheld.
     pub env: Vec<String>,
+    /// The Redis backend's dead-letter queue for this queue (default `<queue>-dlq`).
+    pub dead_letter_queue: Option<String>,
 }
 
 impl Default for QueueConfig {
@@ -373,6 +380,7 @@ impl Default for QueueConfig {
             lock_ms: 30_000,
             autofix: false,
             env: Vec::new(),
+            dead_letter_queue: None,
         }
     }
 }
@@ -404,6 +412,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[redis]`.
     pub redis: RedisConfig,
+    /// `[queue]` and the Redis settings beyond host and port.
+    pub queue_store: QueueStoreConfig,
     /// `[smtp]`.
     pub smtp: SmtpConfig,
     /// `[db]`.
@@ -558,7 +568,8 @@ impl Config {
             &self.server.api_token,
         ];
         let mut secrets = Vec::new();
-        for secret in all.into_iter().flatten() {
+        let redis = self.redis_password().map(Secret::new);
+        for secret in all.into_iter().flatten().chain(redis.as_ref()) {
             let plain = secret.expose();
             if plain.is_empty() {
                 continue;
@@ -653,6 +664,7 @@ fn build(
         execution_context,
         server: server(layers)?,
         redis: redis(layers)?,
+        queue_store: queue_store::read(layers)?,
         smtp: smtp(layers)?,
         db: db(layers)?,
         llm: llm(layers)?,

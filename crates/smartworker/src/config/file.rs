@@ -24,7 +24,9 @@ pub(crate) struct FileLayer {
 }
 
 /// Sections whose fields are all scalar settings from [`SETTINGS`] (plus extras handled here).
-const SECTIONS: &[&str] = &["server", "redis", "smtp", "db", "llm", "embed", "heal"];
+const SECTIONS: &[&str] = &[
+    "server", "redis", "queue", "smtp", "db", "llm", "embed", "heal",
+];
 
 const QUEUE_KEYS: &[&str] = &[
     "command",
@@ -35,6 +37,7 @@ const QUEUE_KEYS: &[&str] = &[
     "lock_ms",
     "autofix",
     "env",
+    "dead_letter_queue",
 ];
 
 /// The file being read, for positions in messages.
@@ -220,6 +223,7 @@ fn queue(
             "lock_ms" => queue.lock_ms = raw.positive()?,
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
+            "dead_letter_queue" => queue.dead_letter_queue = Some(queue_name(&raw)?),
             _ => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
         }
     }
@@ -229,6 +233,13 @@ fn queue(
     };
     queue.command = command;
     Ok(queue)
+}
+
+/// A queue name, such as a dead-letter queue's.
+fn queue_name(raw: &Raw) -> Result<String, ConfigError> {
+    let name = raw.text()?;
+    validate_queue_name(&name).map_err(|e| raw.invalid(e.to_string()))?;
+    Ok(name)
 }
 
 /// Reads `{ type = "exponential" | "fixed", delay = <ms> }`.
