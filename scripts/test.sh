@@ -33,6 +33,7 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 fi
 python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; exit 1; }
 bwrap --version
+bash scripts/setup/redis.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
