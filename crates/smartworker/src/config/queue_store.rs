@@ -1,6 +1,6 @@
 //! Where queues live: `queue.backend` (`APP_QUEUE_BACKEND`, `sqlite` or `redis`, default
 //! `sqlite`) and how to reach Redis (`APP_REDIS_URL`, or `APP_REDIS_HOST`/`APP_REDIS_PORT`),
-//! with BullMQ's key prefix (`APP_REDIS_PREFIX`, default `bull`).
+//! with BullMQ's key prefix (`APP_REDIS_PREFIX`, default `bull`) and `APP_REDIS_CLUSTER`.
 
 use super::value::Raw;
 use super::{Config, ConfigError, Layers, Secret, url_host};
@@ -29,6 +29,9 @@ pub struct QueueStoreConfig {
     /// `redis.prefix` / `APP_REDIS_PREFIX`: BullMQ's key prefix, default `bull`; a hash-tagged
     /// one such as `{sw}` for Redis Cluster.
     pub redis_prefix: String,
+    /// `redis.cluster` / `APP_REDIS_CLUSTER`: talk to a Redis Cluster, the URL naming a seed
+    /// node; needs a hash-tagged prefix.
+    pub redis_cluster: bool,
 }
 
 impl Default for QueueStoreConfig {
@@ -37,6 +40,7 @@ impl Default for QueueStoreConfig {
             backend: QueueBackendKind::Sqlite,
             redis_url: None,
             redis_prefix: DEFAULT_PREFIX.to_owned(),
+            redis_cluster: false,
         }
     }
 }
@@ -59,10 +63,22 @@ pub(super) fn read(layers: &Layers) -> Result<QueueStoreConfig, ConfigError> {
         let message = "\"redis\" needs redis.url (APP_REDIS_URL) or redis.host (APP_REDIS_HOST)";
         return Err(raw.invalid(message.to_owned()));
     }
+    let redis_cluster = layers.read("redis.cluster", Raw::boolean)?.unwrap_or(false);
+    if redis_cluster
+        && !smartworker_queue_redis::has_hash_tag(&redis_prefix)
+        && let Some(raw) = layers.get("redis.cluster")
+    {
+        let message = format!(
+            "a cluster needs a hash-tagged redis.prefix (APP_REDIS_PREFIX) such as \"{{sw}}\"; \
+             {redis_prefix:?} has none"
+        );
+        return Err(raw.invalid(message));
+    }
     Ok(QueueStoreConfig {
         backend,
         redis_url,
         redis_prefix,
+        redis_cluster,
     })
 }
 
