@@ -22,8 +22,12 @@ local function complete(q, id, value)
   rcall("HSET", key, "returnvalue", value, "finishedOn", now)
   rcall("ZADD", q .. "completed", now, id)
   emit(q, "event", "completed", "jobId", id, "returnvalue", value, "prev", "active")
-  local count, age = keepOf(decode(rcall("HGET", key, "opts")).removeOnComplete)
-  retain(q, "completed", count, age, now)
+  -- Most jobs keep their results; skip decoding options that set no retention.
+  local opts = rcall("HGET", key, "opts")
+  if opts and string.find(opts, "removeOnComplete", 1, true) then
+    local count, age = keepOf(decode(opts).removeOnComplete)
+    retain(q, "completed", count, age, now)
+  end
   return {"completed"}
 end
 
