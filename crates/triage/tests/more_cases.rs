@@ -68,6 +68,7 @@ cases! {
     m48_java_root_cause_gets_app_frames_from_common_frames_omitted => "m48",
     m49_rails_active_job_error_class_in_parentheses_form => "m49",
     m50_sidekiq_namespaced_error_without_error_suffix => "m50",
+    m51_go_error_value_printed_with_its_stack => "m51",
 }
 
 #[test]
