@@ -3,6 +3,8 @@
 -- ARGV[1]: JSON array of {q, name, id, qid, token, ok, value, reason, stack, attempt, dlq,
 -- healQ, healName, healData, healOpts}; ARGV[2]: now (ms).
 -- Returns per request {"completed"} | {"retry", runAt} | {"dead", healId|false} | {"lost"}.
+-- FIXME: a child job of a BullMQ flow (one with a parent) completes here without updating its
+-- parent's dependencies, so the parent never runs; flows need Node workers until this lands.
 local reqs = cjson.decode(ARGV[1])
 local now = tonumber(ARGV[2])
 
