@@ -1,5 +1,7 @@
 //! Runs a real Python JSON-lines handler through the persistent command handler.
 
+mod support;
+
 use expect_test::expect;
 use serde_json::{Value, json};
 use smartworker_core::{Handler, Job, JobId, JobState, NewJob};
@@ -211,7 +213,7 @@ async fn timeout_kills_the_process_group_and_replaces_the_process() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(failure.message, "timed out after 0.5s");
+    support::assert_timed_out_after(&failure.message, 0.5);
     assert!(
         wait_until_gone(before),
         "timed-out process {before} still runs"
@@ -231,7 +233,7 @@ async fn spec_timeout_applies_when_the_job_has_none() {
     let fx = fixture_with(1, Some(Duration::from_millis(300)));
     let slow = job("1", json!({"action": "sleep", "seconds": 100}));
     let failure = fx.handler.run(&slow).await.unwrap_err();
-    assert_eq!(failure.message, "timed out after 0.3s");
+    support::assert_timed_out_after(&failure.message, 0.3);
 }
 
 #[tokio::test]
