@@ -16,6 +16,10 @@ use tempfile::{NamedTempFile, TempDir};
 /// Directory names never copied: version control, our own state, build output, caches.
 pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
 
+/// File names never copied: `.env` holds SmartWorker's own secrets (SMTP, database, model
+/// keys); sandboxed code gets only the variables its queue passes on.
+pub const SKIPPED_FILES: [&str; 1] = [".env"];
+
 /// Limits and placement of a workspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkspaceOptions {
@@ -59,7 +63,7 @@ impl Workspace {
     ///
     /// Files are reflinked (copy-on-write) where the filesystem can, else copied. The
     /// directories in [`SKIPPED_DIRS`] are skipped at any depth; `node_modules` is kept, as
-    /// JavaScript handlers need it. Symlinks leaving the project, and sockets or FIFOs, are
+    /// JavaScript handlers need it. The files in [`SKIPPED_FILES`] are left out with a note. Symlinks leaving the project, and sockets or FIFOs, are
     /// left out and described in [`Workspace::notes`].
     ///
     /// # Errors
@@ -214,6 +218,13 @@ impl TreeCopy<'_> {
         if kind.is_symlink() {
             return self.symlink(from, to);
         }
+        if is_skipped_file(from) {
+            self.note(
+                from,
+                "may hold secrets; the sandbox gets only the queue's env",
+            );
+            return Ok(());
+        }
         if kind.is_socket() || kind.is_fifo() || kind.is_block_device() || kind.is_char_device() {
             self.note(from, "is not a regular file");
             return Ok(());
@@ -278,6 +289,11 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, SandboxError> {
 fn is_skipped(dir: &Path) -> bool {
     dir.file_name()
         .is_some_and(|name| SKIPPED_DIRS.iter().any(|s| name == *s))
+}
+
+fn is_skipped_file(file: &Path) -> bool {
+    file.file_name()
+        .is_some_and(|name| SKIPPED_FILES.iter().any(|s| name == *s))
 }
 
 fn copy_err(path: &Path, source: std::io::Error) -> SandboxError {

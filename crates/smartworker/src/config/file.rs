@@ -35,6 +35,8 @@ const QUEUE_KEYS: &[&str] = &[
     "lock_ms",
     "autofix",
     "env",
+    "sandbox",
+    "sandbox_image",
 ];
 
 /// The file being read, for positions in messages.
@@ -220,7 +222,10 @@ fn queue(
             "lock_ms" => queue.lock_ms = raw.positive()?,
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
-            _ => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
+            other => match super::sandbox::queue_field(&mut queue, other, &raw) {
+                Some(read) => read?,
+                None => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
+            },
         }
     }
     let Some(command) = command else {
