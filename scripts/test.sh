@@ -33,6 +33,8 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 fi
 python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; exit 1; }
 bwrap --version
+# The Docker sandbox tests need an engine and the locally built test image.
+bash scripts/setup/docker.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -4,7 +4,8 @@
 #
 #   1. installs Debian's docker.io when dockerd is missing;
 #   2. starts dockerd in the background when no engine answers on the default socket (no bridge,
-#      no iptables changes: sandboxes use network mode "none"), logging to $DOCKERD_LOG;
+#      no iptables changes: sandboxes use network mode "none"; registry traffic sent to a closed
+#      loopback proxy, so nothing is ever pulled), logging to $DOCKERD_LOG;
 #   3. builds the test image without any registry: `docker import` of a root filesystem made
 #      here from the host's python3, node, a shell and the libraries they load, plus a passwd
 #      file naming the sandbox user. Skipped when the image already exists.
@@ -12,7 +13,7 @@
 # Prints the image name on its last line. SMARTWORKER_SANDBOX_IMAGE overrides the tag.
 set -euo pipefail
 
-image=${SMARTWORKER_SANDBOX_IMAGE:-smartworker-sandbox-test:1}
+image=${SMARTWORKER_SANDBOX_IMAGE:-smartworker-sandbox-test:2}
 log=${DOCKERD_LOG:-/var/log/smartworker-dockerd.log}
 sandbox_uid=61000
 
@@ -33,7 +34,10 @@ install_engine() {
 start_engine() {
   docker info >/dev/null 2>&1 && return
   echo "starting dockerd (log: $log)"
-  as_root sh -c "nohup dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+  # The proxy points at a closed loopback port: should anything ever ask this engine to pull,
+  # it fails here instead of reaching out to a registry.
+  as_root sh -c "HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+    nohup dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
     >>'$log' 2>&1 &"
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return
@@ -69,7 +73,8 @@ build_image() {
     [ -x "$program" ] || { echo "error: $program is missing on the host" >&2; exit 1; }
   done
   {
-    with_libraries "${programs[@]}"
+    # Python's compiled modules (ctypes, ssl, sqlite3...) load libraries of their own.
+    with_libraries "${programs[@]}" "/usr/lib/$(basename "$python")"/lib-dynload/*.so
     # Python's standard library, and the dynamic loader under its usual names.
     echo "/usr/lib/$(basename "$python")"
     echo /etc/ld.so.cache
@@ -89,8 +94,10 @@ build_image() {
   ln -s usr/lib64 "$work/extra/lib64"
 
   # Host paths through /bin or /lib are stored under /usr so the links above resolve them.
+  # Files inside the standard library's directory are left to it: tar would store a second
+  # copy as a hard link to itself.
   sed -e 's#^/bin/#/usr/bin/#' -e 's#^/lib/#/usr/lib/#' -e 's#^/lib64/#/usr/lib64/#' \
-    "$work/files" | sort -u > "$work/files.usr"
+    "$work/files" | grep -v "^/usr/lib/$(basename "$python")/" | sort -u > "$work/files.usr"
   tar -C / --exclude='__pycache__' -cf "$work/rootfs.tar" -T <(sed 's#^/##' "$work/files.usr")
   tar -C "$work/extra" -rf "$work/rootfs.tar" .
   docker import --change 'USER 61000:61000' --change 'WORKDIR /workspace' \
@@ -103,8 +110,10 @@ build_image() {
 }
 
 smoke_test() {
-  docker run --rm --network none "$image" /usr/bin/python3 -c 'print("python ok")' &&
-    docker run --rm --network none "$image" /usr/bin/node -e 'console.log("node ok")'
+  # --pull never: a missing image must fail here, never send the engine to a registry.
+  docker run --rm --pull never --network none "$image" /usr/bin/python3 -c \
+    'import ctypes, ssl, sqlite3, zlib; print("python ok")' &&
+    docker run --rm --pull never --network none "$image" /usr/bin/node -e 'console.log("node ok")'
 }
 
 install_engine

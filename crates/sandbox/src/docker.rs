@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
 
 /// The label every SmartWorker sandbox container carries, with the value `1`.
 pub const LABEL_SANDBOX: &str = "smartworker.sandbox";
@@ -128,21 +129,14 @@ impl DockerSandbox {
             ws.hand_over(user.0, user.1)?;
         }
         let body = container_body(&self.image, spec, ws.path(), &root, opts, user);
-        let create = CreateContainerOptionsBuilder::default()
-            .name(&container_name())
-            .build();
-        let created = self
-            .client
-            .create_container(Some(create), body)
-            .await
-            .map_err(|e| engine_err("create a container", e))?;
-        let guard = Removal::new(self.client.clone(), created.id);
+        let mut guard = Removal::create(self.client.clone(), body);
+        guard.created().await?;
         let timeout = spec
             .timeout
             .map_or(opts.wall_timeout, |t| t.min(opts.wall_timeout));
-        let run = self.drive(&guard.id, stdin, spec.max_output_bytes, timeout);
+        let run = self.drive(&guard.name, stdin, spec.max_output_bytes, timeout);
         let output = run.await;
-        let oom = output.is_ok() && self.oom_killed(&guard.id).await;
+        let oom = output.is_ok() && self.oom_killed(&guard.name).await;
         guard.remove_now().await;
         let mut output = output?;
         if oom {
@@ -347,6 +341,8 @@ fn container_body(
         entrypoint: Some(Vec::new()),
         env: Some(container_env(&opts.env)),
         working_dir: Some(container_cwd(&spec.cwd, root)),
+        // Docker always sets HOSTNAME; a fixed name keeps the container's id out of it.
+        hostname: Some("sandbox".to_owned()),
         user: Some(format!("{}:{}", user.0, user.1)),
         labels: Some(labels(&opts.env)),
         network_disabled: Some(true),
@@ -473,25 +469,57 @@ fn process_is_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Removes a container when the run ends, or in the background when the run is dropped.
+/// A container from its creation to its removal: removed when the run ends, or in the
+/// background when the run is dropped, even while the engine is still creating it.
 struct Removal {
     client: Docker,
-    id: String,
+    /// The container's unique name, known before the engine has created it.
+    name: String,
+    /// The creation, in a task of its own so that dropping the run cannot cut it in half and
+    /// leave a container nobody knows about.
+    creating: Option<JoinHandle<Result<(), SandboxError>>>,
     done: bool,
 }
 
 impl Removal {
-    fn new(client: Docker, id: String) -> Removal {
+    /// Starts creating a container of `body` under a fresh name.
+    fn create(client: Docker, body: ContainerCreateBody) -> Removal {
+        let name = container_name();
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let engine = client.clone();
+        let creating = tokio::spawn(async move {
+            let created = engine.create_container(Some(options), body).await;
+            created
+                .map(|_| ())
+                .map_err(|e| engine_err("create a container", e))
+        });
         Removal {
             client,
-            id,
+            name,
+            creating: Some(creating),
             done: false,
+        }
+    }
+
+    /// Waits until the engine has created the container.
+    async fn created(&mut self) -> Result<(), SandboxError> {
+        let Some(creating) = self.creating.as_mut() else {
+            return Ok(());
+        };
+        let created = creating.await;
+        self.creating = None;
+        match created {
+            Ok(result) => result,
+            Err(err) => Err(SandboxError::Docker {
+                what: "create a container",
+                reason: err.to_string(),
+            }),
         }
     }
 
     async fn remove_now(mut self) {
         self.done = true;
-        remove(self.client.clone(), self.id.clone()).await;
+        remove(self.client.clone(), self.name.clone()).await;
     }
 }
 
@@ -503,7 +531,14 @@ impl Drop for Removal {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(remove(self.client.clone(), self.id.clone()));
+        let (client, name, creating) =
+            (self.client.clone(), self.name.clone(), self.creating.take());
+        runtime.spawn(async move {
+            if let Some(creating) = creating {
+                let _ = creating.await;
+            }
+            remove(client, name).await;
+        });
     }
 }
 
