@@ -687,10 +687,13 @@ fn job_of_a_killed_server_runs_again_after_restart() {
 }
 
 #[test]
-fn asking_for_the_docker_sandbox_is_refused_until_it_exists() {
+fn docker_sandbox_settings_are_accepted_and_a_bad_one_is_named() {
     let mut project = Project::new();
     project.set("APP_HEAL_SANDBOX", "docker");
+    project.set("APP_HEAL_SANDBOX_IMAGE", "smartworker-sandbox-test:2");
+    project.run(&["jobs"]).success();
+    project.set("APP_HEAL_SANDBOX", "firejail");
     project
         .run(&["jobs"])
-        .failure(r#"heal.sandbox = "docker" is not available yet"#);
+        .failure(r#"APP_HEAL_SANDBOX: "firejail" is not one of auto, bubblewrap, docker"#);
 }
