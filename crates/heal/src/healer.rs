@@ -750,7 +750,7 @@ impl Healer {
                 ..
             } => {
                 record.sandbox_stdout = mask_secrets(&output.stdout, secrets);
-                record.sandbox_stderr = mask_secrets(&output.stderr, secrets);
+                record.sandbox_stderr = mask_secrets(&stderr_with_ending(output, outcome), secrets);
                 record.sandbox_exit = output.exit_code;
                 record.timings.sandbox_ms = *ms;
                 record.verdict = if outcome.is_ok() { "passed" } else { "failed" }.into();
@@ -869,6 +869,16 @@ impl Healer {
             self.parts.memory.record_fix_vectors(id, embedded).await?;
         }
         Ok(id)
+    }
+}
+
+/// The run's stderr, ending with how the sandbox stopped it when it did (a timeout or a
+/// signal, e.g. the kernel's OOM kill), since the handler itself cannot say so.
+fn stderr_with_ending(output: &CommandOutput, outcome: &Result<Value, JobFailure>) -> String {
+    let stopped = output.timed_out || output.signal.is_some();
+    match outcome {
+        Err(failure) if stopped => format!("{}\n[sandbox] {}\n", output.stderr, failure.message),
+        _ => output.stderr.clone(),
     }
 }
 

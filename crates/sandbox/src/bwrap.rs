@@ -93,6 +93,9 @@ pub fn wrap(
     args.extend(isolation_args());
     args.extend(mount_args(opts, resolved.bind.as_deref()));
     args.extend(pair("--bind", ws.path(), &root));
+    // Last of the mounts: the sandbox's own root (and `/etc` in it) becomes read-only, as a
+    // container's root is; `/tmp` and the workspace stay writable, being mounts of their own.
+    args.extend(["--remount-ro".to_owned(), "/".to_owned()]);
     args.extend(["--chdir".to_owned(), sandbox_cwd(&spec.cwd, &root)]);
     args.extend(env_args(&opts.env));
     args.extend(["--".to_owned(), prlimit]);

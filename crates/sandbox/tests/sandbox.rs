@@ -461,6 +461,7 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
         --size 268435456
         --tmpfs /tmp
         --bind $WS $ROOT
+        --remount-ro /
         --chdir $ROOT
         --clearenv
         --setenv PATH /usr/local/bin:/usr/bin:/bin
