@@ -106,6 +106,16 @@ fn write_file(path: &Path, text: &str) {
 
 impl Harness {
     async fn start(kind: BackendKind) -> Harness {
+        let choice = BackendChoice {
+            kind,
+            image: Some(image()),
+            ..BackendChoice::default()
+        };
+        Harness::start_with(choice).await
+    }
+
+    async fn start_with(choice: BackendChoice) -> Harness {
+        let kind = choice.kind;
         let dir = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(dir.path()).unwrap();
         let root = base.join("project");
@@ -128,7 +138,9 @@ impl Harness {
         let memory = MemoryStore::open(&db).unwrap();
         let model = ScriptedModelServer::start().await.unwrap();
         let spec = CommandSpec::new("python3", &[HANDLER], &root);
-        let healer = Healer::new(parts(kind, &root, &state, &backend, &memory, &model, &spec));
+        let healer = Healer::new(parts(
+            choice, &root, &state, &backend, &memory, &model, &spec,
+        ));
         let worker = Worker::spawn(
             Arc::clone(&backend),
             QUEUE,
@@ -220,7 +232,7 @@ impl Harness {
 }
 
 fn parts(
-    kind: BackendKind,
+    choice: BackendChoice,
     root: &Path,
     state: &Path,
     backend: &Arc<dyn QueueBackend>,
@@ -235,11 +247,6 @@ fn parts(
         base_url: "http://127.0.0.1:9/v1".into(),
         ..EmbedConfig::default()
     });
-    let choice = BackendChoice {
-        kind,
-        image: Some(image()),
-        ..BackendChoice::default()
-    };
     HealerParts {
         backend: Arc::clone(backend),
         memory: memory.clone(),
@@ -381,6 +388,28 @@ async fn escape_attempts_are_contained_and_recorded_under_bubblewrap() {
 #[tokio::test]
 async fn escape_attempts_are_contained_and_recorded_under_docker() {
     escape_suite(BackendKind::Docker).await;
+}
+
+#[tokio::test]
+async fn healing_is_refused_and_recorded_when_no_sandbox_can_run() {
+    let unreachable = BackendChoice {
+        kind: BackendKind::Docker,
+        image: Some(image()),
+        docker_socket: PathBuf::from("/nonexistent/smartworker/docker.sock"),
+    };
+    let h = Harness::start_with(unreachable).await;
+    let record = h
+        .heal_with(whole_file_reply(HANDLER, "print('never runs')\n"))
+        .await;
+    assert_eq!(record.verdict, "refused");
+    expect_test::expect![[r#"healing refused: no sandbox is available (heal.sandbox = "docker"): docker: no docker engine answers on "/nonexistent/smartworker/docker.sock": no such socket"#]]
+        .assert_eq(record.refusal.as_deref().unwrap());
+    assert_eq!(
+        h.model.chat_calls(),
+        0,
+        "the model must not be asked for code nothing can verify"
+    );
+    h.worker.shutdown().await;
 }
 
 async fn network(h: &mut Harness) {
