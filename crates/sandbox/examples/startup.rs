@@ -1,11 +1,11 @@
 //! Start-up overhead of a sandboxed run: an empty handler in a project of 1,000 files, run on
 //! the host (no sandbox), under bubblewrap and under Docker, `BENCH_RUNS` times each (default
-//! 60), one run after the other. Prints p50/p99/mean per phase and writes the raw numbers as
+//! 40), one run after the other. Prints p50/p99/mean per phase and writes the raw numbers as
 //! JSON to the path in the first argument. Run by `bench/sandbox.sh`; see `bench/SANDBOX.md`.
 //!
 //! A sandboxed run is what healing pays per verification: copy the project into a workspace,
-//! run the handler in the sandbox, remove the workspace. The host run has no copy: it is the
-//! same command in the project itself.
+//! run the handler in the sandbox (handing the workspace to the sandbox user included), remove
+//! the workspace. The host run has no copy: it is the same command in the project itself.
 
 #![allow(
     clippy::print_stdout,
@@ -25,7 +25,9 @@ use std::time::Instant;
 /// adds the interpreter's own start-up.
 const HANDLERS: [(&str, &str, &[&str]); 2] = [
     ("true", "true", &[]),
-    ("python-empty", "python3", &["handler.py"]),
+    // The system interpreter by path: a bare `python3` may be a shell shim (pyenv) on the host,
+    // while the sandboxes use `/usr/bin/python3`, and the comparison would be unfair.
+    ("python-empty", "/usr/bin/python3", &["handler.py"]),
 ];
 
 #[tokio::main(flavor = "current_thread")]
@@ -33,7 +35,7 @@ async fn main() {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "sandbox.json".into());
-    let runs: usize = std::env::var("BENCH_RUNS").map_or(60, |r| r.parse().unwrap());
+    let runs: usize = std::env::var("BENCH_RUNS").map_or(40, |r| r.parse().unwrap());
     let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
         .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
     let dir = tempfile::tempdir().unwrap();
@@ -54,8 +56,16 @@ async fn main() {
 
     println!("{runs} runs each, project of 1,000 files; milliseconds");
     println!(
-        "{:<13} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "handler", "sandbox", "copy p50", "run p50", "run p99", "total p50", "total p99", "mean"
+        "{:<13} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "handler",
+        "sandbox",
+        "copy p50",
+        "run p50",
+        "run p99",
+        "rm p50",
+        "total p50",
+        "total p99",
+        "mean"
     );
     let mut results = Vec::new();
     for (name, program, args) in HANDLERS {
@@ -64,10 +74,11 @@ async fn main() {
             let samples = measure(&spec, &root, backend.as_ref(), runs).await;
             let row = summarise(&samples);
             println!(
-                "{name:<13} {mode:<11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                "{name:<13} {mode:<11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
                 row["copy_ms"]["p50"].as_f64().unwrap(),
                 row["run_ms"]["p50"].as_f64().unwrap(),
                 row["run_ms"]["p99"].as_f64().unwrap(),
+                row["remove_ms"]["p50"].as_f64().unwrap(),
                 row["total_ms"]["p50"].as_f64().unwrap(),
                 row["total_ms"]["p99"].as_f64().unwrap(),
                 row["total_ms"]["mean"].as_f64().unwrap(),
@@ -90,13 +101,13 @@ fn make_project(root: &Path, files: usize) {
     }
 }
 
-/// One sample per run: (copy, run, total) in milliseconds.
+/// One sample per run: (copy, run, remove, total) in milliseconds.
 async fn measure(
     spec: &CommandSpec,
     root: &Path,
     backend: Option<&SandboxBackend>,
     runs: usize,
-) -> Vec<[f64; 3]> {
+) -> Vec<[f64; 4]> {
     let opts = SandboxOptions::default();
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -105,7 +116,7 @@ async fn measure(
             let out = run_command(spec, b"{}").await.unwrap();
             assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
             let ms = millis(started);
-            samples.push([0.0, ms, ms]);
+            samples.push([0.0, ms, 0.0, ms]);
             continue;
         };
         let ws = Workspace::create(root, &WorkspaceOptions::default()).unwrap();
@@ -114,8 +125,9 @@ async fn measure(
         let out = backend.run(spec, &ws, root, &opts, b"{}").await.unwrap();
         assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
         let run = millis(ran);
+        let removing = Instant::now();
         ws.destroy().unwrap();
-        samples.push([copied, run, millis(started)]);
+        samples.push([copied, run, millis(removing), millis(started)]);
     }
     samples
 }
@@ -125,7 +137,7 @@ fn millis(since: Instant) -> f64 {
 }
 
 /// p50, p99, mean, min and max of each phase.
-fn summarise(samples: &[[f64; 3]]) -> serde_json::Value {
+fn summarise(samples: &[[f64; 4]]) -> serde_json::Value {
     let phase = |i: usize| {
         let mut values: Vec<f64> = samples.iter().map(|s| s[i]).collect();
         values.sort_by(f64::total_cmp);
@@ -134,5 +146,5 @@ fn summarise(samples: &[[f64; 3]]) -> serde_json::Value {
         json!({"p50": rank(0.5), "p99": rank(0.99), "mean": mean,
                "min": values[0], "max": values[values.len() - 1]})
     };
-    json!({"copy_ms": phase(0), "run_ms": phase(1), "total_ms": phase(2)})
+    json!({"copy_ms": phase(0), "run_ms": phase(1), "remove_ms": phase(2), "total_ms": phase(3)})
 }
