@@ -38,6 +38,12 @@ async fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").map_or(40, |r| r.parse().unwrap());
     let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
         .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
+    // Where workspaces are made: the system's temp dir unless BENCH_WORKSPACE_DIR says, e.g.
+    // /dev/shm to see what a copy costs in memory rather than on disk.
+    let workspaces = WorkspaceOptions {
+        parent_dir: std::env::var_os("BENCH_WORKSPACE_DIR").map(Into::into),
+        ..WorkspaceOptions::default()
+    };
     let dir = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(dir.path()).unwrap();
     make_project(&root, 1000);
@@ -54,7 +60,14 @@ async fn main() {
         ("docker", Some(docker)),
     ];
 
-    println!("{runs} runs each, project of 1,000 files; milliseconds");
+    let shown = workspaces
+        .parent_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    println!(
+        "{runs} runs each, project of 1,000 files, workspaces in {}; milliseconds",
+        shown.display()
+    );
     println!(
         "{:<13} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "handler",
@@ -71,7 +84,7 @@ async fn main() {
     for (name, program, args) in HANDLERS {
         for (mode, backend) in &modes {
             let spec = CommandSpec::new(program, args, &root);
-            let samples = measure(&spec, &root, backend.as_ref(), runs).await;
+            let samples = measure(&spec, &root, backend.as_ref(), &workspaces, runs).await;
             let row = summarise(&samples);
             println!(
                 "{name:<13} {mode:<11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
@@ -86,7 +99,8 @@ async fn main() {
             results.push(json!({"handler": name, "sandbox": mode, "runs": runs, "ms": row}));
         }
     }
-    let report = json!({"files": 1000, "image": image, "results": results});
+    let report = json!({"files": 1000, "image": image, "workspaces": shown,
+                        "results": results});
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
 }
 
@@ -106,6 +120,7 @@ async fn measure(
     spec: &CommandSpec,
     root: &Path,
     backend: Option<&SandboxBackend>,
+    workspaces: &WorkspaceOptions,
     runs: usize,
 ) -> Vec<[f64; 4]> {
     let opts = SandboxOptions::default();
@@ -119,7 +134,7 @@ async fn measure(
             samples.push([0.0, ms, 0.0, ms]);
             continue;
         };
-        let ws = Workspace::create(root, &WorkspaceOptions::default()).unwrap();
+        let ws = Workspace::create(root, workspaces).unwrap();
         let copied = millis(started);
         let ran = Instant::now();
         let out = backend.run(spec, &ws, root, &opts, b"{}").await.unwrap();

@@ -469,6 +469,9 @@ fn process_is_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+// FIXME: Docker has no `--die-with-parent`: a SmartWorker killed with SIGKILL leaves its
+// container running until the next start-up removes it (`remove_leftovers`); until then only
+// the run's CPU-time limit bounds a busy loop, and a sleeping handler lingers.
 /// A container from its creation to its removal: removed when the run ends, or in the
 /// background when the run is dropped, even while the engine is still creating it.
 struct Removal {

@@ -23,6 +23,9 @@ pub struct SandboxOptions {
     /// Open files per process (`RLIMIT_NOFILE`).
     pub max_open_files: u64,
     /// The largest file a process may write (`RLIMIT_FSIZE`), in bytes.
+    // FIXME: this bounds each file, not what a run writes in all; many files can still fill
+    // the disk under the workspace (both backends) until the workspace gets a size-limited
+    // filesystem of its own.
     pub max_file_bytes: u64,
     /// The size of the fresh `/tmp`, in bytes.
     pub tmp_bytes: u64,
