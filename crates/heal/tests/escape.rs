@@ -263,7 +263,8 @@ fn parts(
             state_dir: state.to_owned(),
             rounds: 1,
             sandbox: SandboxOptions {
-                wall_timeout: Duration::from_secs(4),
+                // Generous: under a loaded machine a container may take seconds to start.
+                wall_timeout: Duration::from_secs(10),
                 memory_bytes: 256 << 20,
                 max_processes: PROCESS_LIMIT,
                 max_file_bytes: FILE_LIMIT,
