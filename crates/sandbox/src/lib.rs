@@ -28,4 +28,6 @@ pub use error::SandboxError;
 pub use handler::{SandboxHandler, job_sandbox_env};
 pub use options::{DEFAULT_SANDBOX_UID, SandboxOptions};
 pub use seccomp::denied_syscalls;
-pub use workspace::{SKIPPED_DIRS, SKIPPED_FILES, Workspace, WorkspaceOptions};
+pub use workspace::{
+    SKIPPED_DIRS, SKIPPED_FILES, Workspace, WorkspaceOptions, remove_stale_workspaces,
+};

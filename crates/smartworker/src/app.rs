@@ -281,10 +281,16 @@ fn backend_kind(kind: SandboxKind) -> BackendKind {
     }
 }
 
-/// Removes sandbox containers a crashed SmartWorker left behind, on every Docker engine a
-/// queue may use. An engine that does not answer is not an error here: healing reports it
+/// Removes sandbox workspaces and containers a crashed SmartWorker left behind, the latter on
+/// every Docker engine a queue may use. An engine that does not answer is not an error here: healing reports it
 /// when a queue needs it.
 async fn remove_leftover_sandboxes(policy: SandboxPolicy) {
+    let stale = tokio::task::spawn_blocking(|| smartworker_sandbox::remove_stale_workspaces(None));
+    if let Ok(removed) = stale.await
+        && !removed.is_empty()
+    {
+        info!(workspaces = ?removed, "removed sandbox workspaces left behind");
+    }
     for socket in policy.docker_sockets() {
         match smartworker_sandbox::remove_leftovers(socket).await {
             Ok(removed) if removed.is_empty() => {}

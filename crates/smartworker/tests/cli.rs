@@ -758,7 +758,7 @@ fn containers_of(pid: u32) -> Vec<String> {
 }
 
 #[test]
-fn container_of_a_killed_server_is_removed_when_it_starts_again() {
+fn container_and_workspace_of_a_killed_server_are_removed_when_it_starts_again() {
     let mut project = Project::new();
     project.set("EXECUTION_CONTEXT", "sandbox");
     project.set("APP_HEAL_SANDBOX", "docker");
@@ -783,9 +783,28 @@ fn container_of_a_killed_server_is_removed_when_it_starts_again() {
         "nothing was left behind, so the restart proves nothing"
     );
 
+    let workspaces = |pid: u32| {
+        let prefix = format!("smartworker-ws-{pid}-");
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    };
+    assert_eq!(
+        workspaces(pid),
+        1,
+        "the killed server's workspace should be left behind"
+    );
+
     let restarted = project.serve();
     restarted.wait_for_log("removed sandbox containers left behind");
     assert!(containers_of(pid).is_empty());
+    assert_eq!(
+        workspaces(pid),
+        0,
+        "the restart did not remove the workspace"
+    );
     // The job itself runs again once its lock has expired, in a container of the new server.
     eventually("the job to complete after the restart", || {
         project.run(&["jobs", &id]).json()["state"] == "completed"
