@@ -34,6 +34,8 @@ fi
 python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; exit 1; }
 bwrap --version
 bash scripts/setup/redis.sh
+# The Docker sandbox tests need an engine and the locally built test image.
+bash scripts/setup/docker.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The last `cap` bytes read from one stream.
 #[derive(Debug)]
-pub(crate) struct Capture {
+pub struct Capture {
     cap: usize,
     buf: Vec<u8>,
     truncated: bool,
@@ -16,7 +16,7 @@ pub(crate) struct Capture {
 
 impl Capture {
     /// An empty capture that keeps at most `cap` bytes.
-    pub(crate) fn new(cap: usize) -> Self {
+    pub fn new(cap: usize) -> Self {
         Capture {
             cap,
             buf: Vec::new(),
@@ -42,7 +42,7 @@ impl Capture {
     }
 
     /// Appends `bytes`, dropping the head once the buffer is well past the cap.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         // Trim only once the buffer is twice the cap, so trimming costs O(1) per byte.
         if self.buf.len() > self.cap.saturating_mul(2).max(8192) {
@@ -59,7 +59,7 @@ impl Capture {
     }
 
     /// The kept text (invalid UTF-8 replaced) and whether anything was dropped.
-    pub(crate) fn finish(mut self) -> (String, bool) {
+    pub fn finish(mut self) -> (String, bool) {
         let text = self.text();
         (text, self.truncated)
     }

@@ -13,6 +13,7 @@ mod job;
 mod outcome;
 mod persistent;
 
+pub use capture::Capture;
 pub use command::{
     CommandOutput, CommandSpec, DEFAULT_MAX_OUTPUT_BYTES, HandlerError, run_command,
 };

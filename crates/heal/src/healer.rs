@@ -15,7 +15,9 @@ use smartworker_memory::{
 };
 use smartworker_model::{ChatMessage, ModelClient};
 use smartworker_notify::{Delivery, Notifier};
-use smartworker_sandbox::{SandboxOptions, Workspace, WorkspaceOptions};
+use smartworker_sandbox::{
+    SandboxBackend, SandboxOptions, SandboxPolicy, Workspace, WorkspaceOptions,
+};
 use smartworker_triage::{ContextOptions, ParseOptions, Snippet, Trace};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ pub struct HealSettings {
     pub rounds: u32,
     /// Limits of the sandbox re-run.
     pub sandbox: SandboxOptions,
+    /// Which sandbox backend each queue's re-runs use.
+    pub backends: SandboxPolicy,
     /// The project's own checks, run in the same workspace after the job passes.
     pub check_command: Option<Vec<String>>,
     /// Who reviews fixes.
@@ -129,6 +133,8 @@ pub enum HealEvent {
     SandboxRun {
         /// The round (0 for a fix reused from memory).
         round: u32,
+        /// The backend that ran it: `bubblewrap` or `docker`.
+        backend: String,
         /// Whether the job succeeded.
         passed: bool,
         /// The handler's exit code.
@@ -203,6 +209,7 @@ enum Verification {
     /// The job ran in the sandbox.
     Ran {
         diff: String,
+        backend: &'static str,
         output: CommandOutput,
         outcome: Result<Value, JobFailure>,
         ms: u64,
@@ -388,20 +395,55 @@ impl Healer {
         heal_job: &str,
         progress: &mut Progress,
     ) -> Result<(), HealError> {
-        if let Err(reason) = sandbox_available().await {
-            progress.reason = Some(reason);
+        let choice = self.settings().backends.for_queue(&case.job.queue);
+        let sandbox = match choice.resolve().await {
+            Ok(sandbox) => sandbox,
+            Err(err) => {
+                return self
+                    .refuse_unsandboxed(case, heal_job, progress, &err)
+                    .await;
+            }
+        };
+        if self.reuse(case, &sandbox, heal_job, progress).await? {
             return Ok(());
         }
-        if self.reuse(case, heal_job, progress).await? {
-            return Ok(());
-        }
-        self.ask_model(case, heal_job, progress).await
+        self.ask_model(case, &sandbox, heal_job, progress).await
+    }
+
+    /// No sandbox can run here: healing stops, and the refusal is recorded as the run's only
+    /// attempt, so the record says why instead of holding nothing. Edited code never runs
+    /// unsandboxed.
+    async fn refuse_unsandboxed(
+        &self,
+        case: &Case,
+        heal_job: &str,
+        progress: &mut Progress,
+        err: &smartworker_sandbox::SandboxError,
+    ) -> Result<(), HealError> {
+        let reason = format!("healing refused: {err}");
+        warn!(job_id = %case.job.id, reason = %reason, "no sandbox to verify a fix");
+        let answer = Answer {
+            round: 0,
+            question: "",
+            reply: "",
+            started: Instant::now(),
+        };
+        let refused = Verification::Refused(reason.clone());
+        let round = Round {
+            answer: &answer,
+            edits: &[],
+            verification: &refused,
+        };
+        self.record_round(case, heal_job, &round).await?;
+        progress.reason = Some(reason);
+        Ok(())
     }
 
     /// Tries the newest verified fix of the failure's group; true when it verified again.
     async fn reuse(
         &self,
         case: &Case,
+        sandbox: &SandboxBackend,
         heal_job: &str,
         progress: &mut Progress,
     ) -> Result<bool, HealError> {
@@ -420,7 +462,7 @@ impl Healer {
             return Ok(false);
         };
         let started = Instant::now();
-        let verification = self.verify(&case.job, &edits).await;
+        let verification = self.verify(&case.job, &edits, sandbox).await;
         let answer = Answer {
             round: 0,
             question: "",
@@ -446,6 +488,7 @@ impl Healer {
     async fn ask_model(
         &self,
         case: &Case,
+        sandbox: &SandboxBackend,
         heal_job: &str,
         progress: &mut Progress,
     ) -> Result<(), HealError> {
@@ -474,7 +517,9 @@ impl Healer {
                 reply: &reply,
                 started,
             };
-            let verification = self.try_answer(case, heal_job, &answer, progress).await?;
+            let verification = self
+                .try_answer(case, sandbox, heal_job, &answer, progress)
+                .await?;
             if progress.verified {
                 return Ok(());
             }
@@ -518,6 +563,7 @@ impl Healer {
     async fn try_answer(
         &self,
         case: &Case,
+        sandbox: &SandboxBackend,
         heal_job: &str,
         answer: &Answer<'_>,
         progress: &mut Progress,
@@ -526,7 +572,7 @@ impl Healer {
         let known: Vec<String> = case.snippets.iter().map(|s| s.path.clone()).collect();
         let edits = smartworker_edits::parse_reply(answer.reply, &known);
         let verification = match &edits {
-            Ok(edits) => self.verify(&case.job, edits).await,
+            Ok(edits) => self.verify(&case.job, edits, sandbox).await,
             Err(err) => Verification::Refused(err.to_string()),
         };
         let edits = edits.unwrap_or_default();
@@ -574,7 +620,7 @@ impl Healer {
 
     /// Applies `edits` in a fresh workspace and re-runs the job there. The workspace is
     /// destroyed whatever happens.
-    async fn verify(&self, job: &Job, edits: &[Edit]) -> Verification {
+    async fn verify(&self, job: &Job, edits: &[Edit], sandbox: &SandboxBackend) -> Verification {
         let s = self.settings();
         let Some(command) = self.parts.commands.get(&job.queue) else {
             return Verification::Refused(format!("queue {:?} has no command handler", job.queue));
@@ -607,16 +653,17 @@ impl Healer {
         let spec = CommandHandler::new(command.clone()).spec_for(job);
         let mut opts = s.sandbox.clone();
         opts.env = smartworker_sandbox::job_sandbox_env(command, job);
-        let run =
-            smartworker_sandbox::run_sandboxed(&spec, &ws, &s.project_root, &opts, &job_stdin(job))
-                .await;
+        let stdin = job_stdin(job);
+        let run = sandbox
+            .run(&spec, &ws, &s.project_root, &opts, &stdin)
+            .await;
         let output = match run {
             Ok(output) => output,
             Err(err) => return Verification::Refused(format!("the sandbox could not run: {err}")),
         };
         let mut outcome = job_outcome(&output);
         if outcome.is_ok()
-            && let Err(failure) = self.run_checks(&ws, &opts).await
+            && let Err(failure) = self.run_checks(&ws, &opts, sandbox).await
         {
             outcome = Err(failure);
         }
@@ -625,6 +672,7 @@ impl Healer {
         }
         Verification::Ran {
             diff: applied.diff,
+            backend: sandbox.name(),
             output,
             outcome,
             ms: millis(started),
@@ -632,14 +680,19 @@ impl Healer {
     }
 
     /// The project's own checks, in the same workspace, when configured.
-    async fn run_checks(&self, ws: &Workspace, opts: &SandboxOptions) -> Result<Value, JobFailure> {
+    async fn run_checks(
+        &self,
+        ws: &Workspace,
+        opts: &SandboxOptions,
+        sandbox: &SandboxBackend,
+    ) -> Result<Value, JobFailure> {
         let s = self.settings();
         let Some((program, args)) = s.check_command.as_ref().and_then(|c| c.split_first()) else {
             return Ok(Value::Null);
         };
         let mut spec = CommandSpec::new(program.clone(), &[], s.project_root.clone());
         spec.args = args.to_vec();
-        let run = smartworker_sandbox::run_sandboxed(&spec, ws, &s.project_root, opts, b"").await;
+        let run = sandbox.run(&spec, ws, &s.project_root, opts, b"").await;
         match run {
             Ok(out) if out.exit_code == Some(0) => Ok(Value::Null),
             Ok(out) => Err(JobFailure::with_stack(
@@ -693,10 +746,11 @@ impl Healer {
                 output,
                 outcome,
                 ms,
+                backend,
                 ..
             } => {
                 record.sandbox_stdout = mask_secrets(&output.stdout, secrets);
-                record.sandbox_stderr = mask_secrets(&output.stderr, secrets);
+                record.sandbox_stderr = mask_secrets(&stderr_with_ending(output, outcome), secrets);
                 record.sandbox_exit = output.exit_code;
                 record.timings.sandbox_ms = *ms;
                 record.verdict = if outcome.is_ok() { "passed" } else { "failed" }.into();
@@ -706,6 +760,7 @@ impl Healer {
                 };
                 self.emit(HealEvent::SandboxRun {
                     round,
+                    backend: (*backend).to_owned(),
                     passed: outcome.is_ok(),
                     exit_code: output.exit_code,
                     summary,
@@ -817,6 +872,16 @@ impl Healer {
     }
 }
 
+/// The run's stderr, ending with how the sandbox stopped it when it did (a timeout or a
+/// signal, e.g. the kernel's OOM kill), since the handler itself cannot say so.
+fn stderr_with_ending(output: &CommandOutput, outcome: &Result<Value, JobFailure>) -> String {
+    let stopped = output.timed_out || output.signal.is_some();
+    match outcome {
+        Err(failure) if stopped => format!("{}\n[sandbox] {}\n", output.stderr, failure.message),
+        _ => output.stderr.clone(),
+    }
+}
+
 /// Keeps what a round produced: its diff and what the job printed.
 fn absorb(progress: &mut Progress, verification: &Verification) {
     if let Verification::Ran {
@@ -831,15 +896,6 @@ fn absorb(progress: &mut Progress, verification: &Verification) {
             Ok(_) => output.stdout.clone(),
             Err(_) => format!("{}{}", output.stdout, output.stderr),
         };
-    }
-}
-
-async fn sandbox_available() -> Result<(), String> {
-    let check = tokio::task::spawn_blocking(smartworker_sandbox::check_available).await;
-    match check {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(format!("no sandbox is available to verify a fix: {err}")),
-        Err(err) => Err(format!("the sandbox check failed: {err}")),
     }
 }
 

@@ -16,7 +16,7 @@ use smartworker_model::testing::ScriptedModelServer;
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
-use smartworker_sandbox::SandboxOptions;
+use smartworker_sandbox::{SandboxOptions, SandboxPolicy};
 use smartworker_worker::{Worker, WorkerOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +132,7 @@ impl Harness {
                     wall_timeout: Duration::from_secs(20),
                     ..SandboxOptions::default()
                 },
+                backends: SandboxPolicy::default(),
                 check_command: None,
                 reviewers: vec!["reviewer@example.com".into()],
                 from: "smartworker@localhost".into(),

@@ -6,12 +6,12 @@
 //! a stack trace from the sandbox names the same files as the original failure.
 
 use crate::error::SandboxError;
+use crate::options::SandboxOptions;
 use crate::resolve::{SYSTEM_DIRS, resolve_program};
 use crate::workspace::{Workspace, WorkspaceOptions};
 use smartworker_handler::{CommandOutput, CommandSpec, run_command};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 // FIXME: without /etc/passwd the sandbox user has no name, so calls such as Node's
 // `os.userInfo()` fail; a generated one-line passwd file would fix that.
@@ -47,47 +47,6 @@ const OPEN_FILTERS: &str = r#"deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<
 
 /// The search path inside the sandbox.
 const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// Isolation limits of one sandboxed run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SandboxOptions {
-    /// Wall-clock time before the whole sandbox is killed; also the CPU-time limit.
-    pub wall_timeout: Duration,
-    /// Address-space limit of each process (`RLIMIT_AS`), in bytes.
-    pub memory_bytes: u64,
-    /// Processes the sandbox user may have at once (`RLIMIT_NPROC`), counted per sandbox.
-    pub max_processes: u64,
-    /// Open files per process (`RLIMIT_NOFILE`).
-    pub max_open_files: u64,
-    /// The largest file a process may write (`RLIMIT_FSIZE`), in bytes.
-    pub max_file_bytes: u64,
-    /// Host paths bound read-only at the same path, e.g. a toolchain under `/opt`.
-    pub extra_ro_binds: Vec<PathBuf>,
-    /// The only variables the handler sees, besides `PATH`, `HOME` and `EXECUTION_CONTEXT`.
-    pub env: Vec<(String, String)>,
-    /// When this process is root, the user (and group) id the sandbox runs as on the host.
-    ///
-    /// Dropping root is what makes `RLIMIT_NPROC` bite: the kernel exempts processes whose
-    /// host user is root from it, whatever user namespace they are in.
-    // FIXME: the default, `nobody`, is shared with other daemons on the host, which could
-    // read or write a workspace while it exists; a dedicated unused id would close that.
-    pub host_user: u32,
-}
-
-impl Default for SandboxOptions {
-    fn default() -> Self {
-        SandboxOptions {
-            wall_timeout: Duration::from_secs(60),
-            memory_bytes: 2 << 30,
-            max_processes: 256,
-            max_open_files: 1024,
-            max_file_bytes: 256 << 20,
-            extra_ro_binds: Vec::new(),
-            env: Vec::new(),
-            host_user: 65534,
-        }
-    }
-}
 
 /// The command line that runs `spec` inside a bubblewrap sandbox over `ws`.
 ///
@@ -134,6 +93,9 @@ pub fn wrap(
     args.extend(isolation_args());
     args.extend(mount_args(opts, resolved.bind.as_deref()));
     args.extend(pair("--bind", ws.path(), &root));
+    // Last of the mounts: the sandbox's own root (and `/etc` in it) becomes read-only, as a
+    // container's root is; `/tmp` and the workspace stay writable, being mounts of their own.
+    args.extend(["--remount-ro".to_owned(), "/".to_owned()]);
     args.extend(["--chdir".to_owned(), sandbox_cwd(&spec.cwd, &root)]);
     args.extend(env_args(&opts.env));
     args.extend(["--".to_owned(), prlimit]);
@@ -257,7 +219,9 @@ fn mount_args(opts: &SandboxOptions, program_prefix: Option<&Path>) -> Vec<Strin
     for piece in ETC_PIECES {
         args.extend(pair("--ro-bind-try", Path::new(piece), Path::new(piece)));
     }
-    args.extend(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"].map(str::to_owned));
+    args.extend(["--proc", "/proc", "--dev", "/dev"].map(str::to_owned));
+    args.extend(["--size".to_owned(), opts.tmp_bytes.to_string()]);
+    args.extend(["--tmpfs", "/tmp"].map(str::to_owned));
     for path in opts
         .extra_ro_binds
         .iter()

@@ -69,6 +69,35 @@ pub enum SandboxError {
     /// The handler's program was not found on the host's PATH.
     #[error("program {0:?} is not on PATH")]
     ProgramNotFound(String),
+    /// No Docker engine answers on the socket.
+    #[error("no docker engine answers on {socket:?}: {reason}")]
+    DockerUnavailable {
+        /// The socket tried.
+        socket: PathBuf,
+        /// Why it did not answer.
+        reason: String,
+    },
+    /// The sandbox image is not on the engine; it is never pulled.
+    #[error(
+        "docker image {0:?} is not on this engine (sandbox images are built locally, never pulled)"
+    )]
+    ImageMissing(String),
+    /// The engine refused a step of a run.
+    #[error("docker could not {what}: {reason}")]
+    Docker {
+        /// The step, e.g. `start the container`.
+        what: &'static str,
+        /// The engine's reason.
+        reason: String,
+    },
+    /// No backend the queue allows can run here; healing is refused rather than run bare.
+    #[error("no sandbox is available (heal.sandbox = {choice:?}): {reasons}")]
+    NoneAvailable {
+        /// The configured choice.
+        choice: String,
+        /// Why each allowed backend cannot run.
+        reasons: String,
+    },
     /// The wrapped command could not be run.
     #[error("sandboxed run could not start: {0}")]
     Handler(#[from] HandlerError),

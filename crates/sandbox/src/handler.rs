@@ -2,20 +2,24 @@
 //! `EXECUTION_CONTEXT=sandbox`: the same command, the same payload, in a fresh workspace.
 //!
 //! Each job gets its own copy of the project, destroyed after the run, so what a job writes
-//! under the project does not outlive it.
+//! under the project does not outlive it. The queue's backend choice picks bubblewrap or
+//! Docker per job; when neither can run, the job fails rather than run unsandboxed.
 
-use crate::{SandboxOptions, Workspace, WorkspaceOptions, run_sandboxed};
+use crate::{BackendChoice, SandboxBackend, SandboxOptions, Workspace, WorkspaceOptions};
 use async_trait::async_trait;
 use serde_json::Value;
 use smartworker_core::{Handler, Job, JobFailure};
 use smartworker_handler::{CommandHandler, CommandSpec, job_env, job_outcome, job_stdin};
 use std::path::PathBuf;
 
-/// Runs each job of a command queue under bubblewrap.
+/// Runs each job of a command queue in the sandbox.
 pub struct SandboxHandler {
     command: CommandHandler,
     project_root: PathBuf,
     opts: SandboxOptions,
+    backend: BackendChoice,
+    /// The backend the choice resolved to, found once by the first job.
+    resolved: tokio::sync::OnceCell<SandboxBackend>,
 }
 
 impl SandboxHandler {
@@ -25,13 +29,27 @@ impl SandboxHandler {
             command: CommandHandler::new(spec),
             project_root,
             opts,
+            backend: BackendChoice::default(),
+            resolved: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The same handler, with the queue's backend choice instead of `auto` without an image.
+    #[must_use]
+    pub fn with_backend(mut self, backend: BackendChoice) -> Self {
+        self.backend = backend;
+        self
     }
 }
 
 #[async_trait]
 impl Handler for SandboxHandler {
     async fn run(&self, job: &Job) -> Result<Value, JobFailure> {
+        let backend = self
+            .resolved
+            .get_or_try_init(|| self.backend.resolve())
+            .await;
+        let backend = backend.map_err(|e| JobFailure::new(format!("not run: {e}")))?;
         // FIXME: a full copy per job costs time on large projects; a read-only bind of the
         // project with a tmpfs overlay would avoid it once bubblewrap's --overlay is available.
         let root = self.project_root.clone();
@@ -45,7 +63,10 @@ impl Handler for SandboxHandler {
         let spec = self.command.spec_for(job);
         let mut opts = self.opts.clone();
         opts.env = job_sandbox_env(self.command.spec(), job);
-        let run = run_sandboxed(&spec, &ws, &self.project_root, &opts, &job_stdin(job)).await;
+        let stdin = job_stdin(job);
+        let run = backend
+            .run(&spec, &ws, &self.project_root, &opts, &stdin)
+            .await;
         let _ = ws.destroy();
         let output = run.map_err(|e| JobFailure::new(format!("sandbox run failed: {e}")))?;
         job_outcome(&output)

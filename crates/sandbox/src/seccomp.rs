@@ -12,6 +12,7 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// System calls refused whatever their arguments: debugging other processes, mounting,
@@ -87,6 +88,51 @@ pub(crate) fn compile() -> Result<FilterBytes, SandboxError> {
 /// The names of the system calls refused outright, for documentation and `doctor`.
 pub fn denied_syscalls() -> Vec<&'static str> {
     DENIED.iter().map(|(name, _)| *name).collect()
+}
+
+/// The same policy as a Docker seccomp profile (the JSON `docker run --security-opt seccomp=`
+/// reads): everything allowed but the refused calls, which get `EPERM`, and `clone3`, which
+/// gets `ENOSYS`. Docker's engine compiles it with libseccomp for every ABI listed, so the
+/// 32-bit and x32 entry points are covered by name.
+pub(crate) fn docker_profile() -> serde_json::Value {
+    let eperm = i64::from(libc::EPERM);
+    let mut rules = vec![json!({
+        "names": denied_syscalls(),
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": eperm,
+    })];
+    for request in DENIED_IOCTLS {
+        rules.push(json!({
+            "names": ["ioctl"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": eperm,
+            "args": [{"index": 1, "value": request, "op": "SCMP_CMP_EQ"}],
+        }));
+    }
+    let newuser = libc::CLONE_NEWUSER as u64;
+    rules.push(json!({
+        "names": ["clone"],
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": eperm,
+        "args": [{"index": 0, "value": newuser, "valueTwo": newuser, "op": "SCMP_CMP_MASKED_EQ"}],
+    }));
+    rules.push(json!({
+        "names": ["clone3"],
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": i64::from(libc::ENOSYS),
+    }));
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": docker_architectures(),
+        "syscalls": rules,
+    })
+}
+
+fn docker_architectures() -> &'static [&'static str] {
+    match std::env::consts::ARCH {
+        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        _ => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    }
 }
 
 fn target_arch() -> Result<TargetArch, SandboxError> {

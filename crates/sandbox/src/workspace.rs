@@ -16,6 +16,52 @@ use tempfile::{NamedTempFile, TempDir};
 /// Directory names never copied: version control, our own state, build output, caches.
 pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
 
+/// File names never copied: `.env` holds SmartWorker's own secrets (SMTP, database, model
+/// keys); sandboxed code gets only the variables its queue passes on.
+pub const SKIPPED_FILES: [&str; 1] = [".env"];
+
+/// How workspace directories (and their seccomp filter files) are named, followed by the
+/// process id of the SmartWorker that made them, so leftovers of a dead one can be found.
+const WORKSPACE_PREFIX: &str = "smartworker-ws-";
+const SECCOMP_PREFIX: &str = "smartworker-seccomp-";
+
+/// Removes the workspaces (and filter files) in `parent` (the system's temp dir when `None`)
+/// that a SmartWorker no longer running left behind, e.g. when it was killed mid-run. Meant for
+/// start-up. Returns what was removed; an entry that cannot be removed is skipped.
+pub fn remove_stale_workspaces(parent: Option<&Path>) -> Vec<PathBuf> {
+    let parent = parent.map_or_else(std::env::temp_dir, Path::to_owned);
+    let Ok(entries) = fs::read_dir(&parent) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(owner_pid) else {
+            continue;
+        };
+        if Path::new("/proc").join(owner.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        if gone.is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// The process id in a workspace or filter file name, e.g. `smartworker-ws-123-abc` → 123.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix(WORKSPACE_PREFIX)
+        .or_else(|| name.strip_prefix(SECCOMP_PREFIX))?;
+    rest.split('-').next()?.parse().ok()
+}
+
 /// Limits and placement of a workspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkspaceOptions {
@@ -59,7 +105,7 @@ impl Workspace {
     ///
     /// Files are reflinked (copy-on-write) where the filesystem can, else copied. The
     /// directories in [`SKIPPED_DIRS`] are skipped at any depth; `node_modules` is kept, as
-    /// JavaScript handlers need it. Symlinks leaving the project, and sockets or FIFOs, are
+    /// JavaScript handlers need it. The files in [`SKIPPED_FILES`] are left out with a note. Symlinks leaving the project, and sockets or FIFOs, are
     /// left out and described in [`Workspace::notes`].
     ///
     /// # Errors
@@ -68,7 +114,7 @@ impl Workspace {
         let root = canonical_dir(project_root)?;
         let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
-            .prefix("smartworker-ws-")
+            .prefix(&format!("{WORKSPACE_PREFIX}{}-", std::process::id()))
             .tempdir_in(&parent)
             .map_err(|source| SandboxError::Copy {
                 path: parent,
@@ -153,7 +199,7 @@ impl Workspace {
 fn filter_file(dir: &Path, bytes: &[u8]) -> Result<NamedTempFile, SandboxError> {
     let err = |e: std::io::Error| SandboxError::Seccomp(format!("{}: {e}", dir.display()));
     let mut file = tempfile::Builder::new()
-        .prefix("smartworker-seccomp-")
+        .prefix(&format!("{SECCOMP_PREFIX}{}-", std::process::id()))
         .suffix(".bpf")
         .tempfile_in(dir)
         .map_err(err)?;
@@ -213,6 +259,13 @@ impl TreeCopy<'_> {
         }
         if kind.is_symlink() {
             return self.symlink(from, to);
+        }
+        if is_skipped_file(from) {
+            self.note(
+                from,
+                "may hold secrets; the sandbox gets only the queue's env",
+            );
+            return Ok(());
         }
         if kind.is_socket() || kind.is_fifo() || kind.is_block_device() || kind.is_char_device() {
             self.note(from, "is not a regular file");
@@ -280,6 +333,11 @@ fn is_skipped(dir: &Path) -> bool {
         .is_some_and(|name| SKIPPED_DIRS.iter().any(|s| name == *s))
 }
 
+fn is_skipped_file(file: &Path) -> bool {
+    file.file_name()
+        .is_some_and(|name| SKIPPED_FILES.iter().any(|s| name == *s))
+}
+
 fn copy_err(path: &Path, source: std::io::Error) -> SandboxError {
     SandboxError::Copy {
         path: path.to_owned(),
@@ -322,6 +380,41 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_pid_is_read_from_workspace_and_filter_names_only() {
+        assert_eq!(owner_pid("smartworker-ws-4242-AbC123"), Some(4242));
+        assert_eq!(owner_pid("smartworker-seccomp-7-xYz.bpf"), Some(7));
+        // Names from before the pid was part of them, and other programs' files, are left alone.
+        assert_eq!(owner_pid("smartworker-ws-AbC123"), None);
+        assert_eq!(owner_pid("other-ws-12-a"), None);
+    }
+
+    #[test]
+    fn stale_workspaces_of_dead_processes_are_removed_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = parent.path().join(format!("smartworker-ws-{dead}-abc"));
+        let live = parent
+            .path()
+            .join(format!("smartworker-ws-{}-def", std::process::id()));
+        let filter = parent
+            .path()
+            .join(format!("smartworker-seccomp-{dead}-x.bpf"));
+        fs::create_dir_all(stale.join("handlers")).unwrap();
+        fs::create_dir_all(&live).unwrap();
+        fs::write(&filter, b"bpf").unwrap();
+
+        let mut removed = remove_stale_workspaces(Some(parent.path()));
+        removed.sort();
+
+        let mut expected = vec![stale.clone(), filter.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!stale.exists() && !filter.exists() && live.exists());
+    }
 
     #[test]
     fn relative_path_climbs_to_the_shared_ancestor() {

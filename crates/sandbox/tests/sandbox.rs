@@ -430,8 +430,8 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
     let line = line.replace(" --", "\n--");
     expect![[r#"
         /bin/sh -c deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<"$clone3" sh $FILTER $FILTER /usr/bin/setpriv
-        --reuid 65534
-        --regid 65534
+        --reuid 61000
+        --regid 61000
         --clear-groups
         -- /usr/bin/bwrap
         --unshare-all
@@ -458,8 +458,10 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
         --ro-bind-try /etc/mime.types /etc/mime.types
         --proc /proc
         --dev /dev
+        --size 268435456
         --tmpfs /tmp
         --bind $WS $ROOT
+        --remount-ro /
         --chdir $ROOT
         --clearenv
         --setenv PATH /usr/local/bin:/usr/bin:/bin

@@ -1,4 +1,4 @@
-//! The seccomp filter under the real bubblewrap: refused calls fail with `EPERM` (each probe is
+//! The seccomp policy under the real bubblewrap and Docker: refused calls fail with `EPERM` (each probe is
 //! chosen so that without the filter it would succeed or fail differently), while ordinary
 //! Python and Node handlers, threads and child processes included, still run.
 
@@ -9,19 +9,36 @@
 
 use serde_json::{Value, json};
 use smartworker_handler::{CommandOutput, CommandSpec, job_outcome};
-use smartworker_sandbox::{SandboxOptions, Workspace, WorkspaceOptions, run_sandboxed};
+use smartworker_sandbox::{
+    BackendChoice, BackendKind, SandboxBackend, SandboxOptions, Workspace, WorkspaceOptions,
+};
 use std::fs;
 
-/// Runs `program file` in a sandbox over a project holding `file` with `code`.
-async fn run(program: &str, file: &str, code: &str) -> CommandOutput {
+/// The backend named `kind`; Docker runs the image `scripts/setup/docker.sh` builds.
+async fn backend(kind: BackendKind) -> SandboxBackend {
+    let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
+        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
+    let choice = BackendChoice {
+        kind,
+        image: Some(image),
+        ..BackendChoice::default()
+    };
+    choice
+        .resolve()
+        .await
+        .unwrap_or_else(|err| panic!("{kind} is not ready ({err}); run scripts/test.sh's setup"))
+}
+
+/// Runs `program file` in a `kind` sandbox over a project holding `file` with `code`.
+async fn run(kind: BackendKind, program: &str, file: &str, code: &str) -> CommandOutput {
     let dir = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(dir.path()).unwrap();
     fs::write(root.join(file), code).unwrap();
     let ws = Workspace::create(&root, &WorkspaceOptions::default()).unwrap();
     let spec = CommandSpec::new(program, &[file], &root);
-    run_sandboxed(&spec, &ws, &root, &SandboxOptions::default(), b"{}")
-        .await
-        .unwrap()
+    let opts = SandboxOptions::default();
+    let sandbox = backend(kind).await;
+    sandbox.run(&spec, &ws, &root, &opts, b"{}").await.unwrap()
 }
 
 fn stdout_json(out: &CommandOutput) -> Value {
@@ -79,8 +96,17 @@ print(json.dumps({
 "#;
 
 #[tokio::test]
-async fn refused_system_calls_fail_with_eperm_inside_the_sandbox() {
-    let out = run("python3", "probe.py", PROBES).await;
+async fn refused_system_calls_fail_with_eperm_under_bubblewrap() {
+    refused_system_calls_fail_with_eperm(BackendKind::Bubblewrap).await;
+}
+
+#[tokio::test]
+async fn refused_system_calls_fail_with_eperm_under_docker() {
+    refused_system_calls_fail_with_eperm(BackendKind::Docker).await;
+}
+
+async fn refused_system_calls_fail_with_eperm(kind: BackendKind) {
+    let out = run(kind, "python3", "probe.py", PROBES).await;
     let seen = stdout_json(&out);
     assert_eq!(
         seen,
@@ -99,6 +125,12 @@ async fn refused_system_calls_fail_with_eperm_inside_the_sandbox() {
 
 #[tokio::test]
 async fn ordinary_python_handler_with_threads_and_a_child_still_runs() {
+    for kind in [BackendKind::Bubblewrap, BackendKind::Docker] {
+        ordinary_python_handler_runs(kind).await;
+    }
+}
+
+async fn ordinary_python_handler_runs(kind: BackendKind) {
     let code = r#"
 import json, subprocess, sys, threading
 job = json.load(sys.stdin)
@@ -109,7 +141,7 @@ for t in threads: t.join()
 child = subprocess.run(["sh", "-c", "echo child"], capture_output=True, text=True, check=True)
 print(json.dumps({"job": job, "squares": sorted(results), "child": child.stdout.strip()}))
 "#;
-    let out = run("python3", "handler.py", code).await;
+    let out = run(kind, "python3", "handler.py", code).await;
     assert_eq!(
         stdout_json(&out),
         json!({"job": {}, "squares": [0, 1, 4, 9], "child": "child"})
@@ -118,6 +150,12 @@ print(json.dumps({"job": job, "squares": sorted(results), "child": child.stdout.
 
 #[tokio::test]
 async fn ordinary_node_handler_with_a_child_still_runs() {
+    for kind in [BackendKind::Bubblewrap, BackendKind::Docker] {
+        ordinary_node_handler_runs(kind).await;
+    }
+}
+
+async fn ordinary_node_handler_runs(kind: BackendKind) {
     let code = r#"
 const fs = require("fs");
 const { execFileSync } = require("child_process");
@@ -128,7 +166,7 @@ fs.readFile(__filename, "utf8", (err, text) => {
   console.log(JSON.stringify({ job, child, read: text.length > 0 }));
 });
 "#;
-    let out = run("node", "handler.js", code).await;
+    let out = run(kind, "node", "handler.js", code).await;
     assert_eq!(
         stdout_json(&out),
         json!({"job": {}, "child": "child", "read": true})

@@ -14,13 +14,16 @@ use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
 use smartworker_queue_redis::{RedisBackend, RedisOptions, redact};
-use smartworker_sandbox::{SandboxHandler, SandboxOptions};
+use smartworker_sandbox::{
+    BackendChoice, BackendKind, SandboxHandler, SandboxOptions, SandboxPolicy,
+};
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tracing::{info, warn};
 
 /// How long one healing run may take before its job is stopped.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -109,13 +112,6 @@ impl App {
     /// When the state directory, the queue file or the memory store cannot be opened, or a
     /// client cannot be built from its settings.
     pub fn open(cfg: Config) -> anyhow::Result<App> {
-        // FIXME: the Docker sandbox backend is not built yet (issue 5); until it is, asking for
-        // it is an error rather than a silent switch to bubblewrap.
-        if cfg.heal.sandbox == SandboxKind::Docker {
-            anyhow::bail!(
-                "heal.sandbox = \"docker\" is not available yet; use \"bubblewrap\" or \"auto\""
-            );
-        }
         let db = db_path(&cfg);
         let backend = open_backend(&cfg)?;
         let memory = MemoryStore::open(&db)
@@ -138,7 +134,10 @@ impl App {
         }));
         let mut handlers: BTreeMap<String, Arc<dyn Handler>> = commands
             .into_iter()
-            .map(|(name, spec)| (name, command_handler(&cfg, spec)))
+            .map(|(name, spec)| {
+                let handler = command_handler(&cfg, &name, spec);
+                (name, handler)
+            })
             .collect();
         handlers.insert(
             HEAL_QUEUE.to_owned(),
@@ -182,6 +181,7 @@ impl App {
             })
             .collect();
         let spool = Arc::clone(&self.notifier).spawn_retry_loop(SPOOL_RETRY);
+        tokio::spawn(remove_leftover_sandboxes(sandbox_policy(&self.cfg)));
         Running { workers, spool }
     }
 
@@ -258,16 +258,73 @@ fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptio
     Ok(opts)
 }
 
-/// A queue's handler: on the host, or in the sandbox for every job when
+/// A queue's handler: on the host, or in the queue's sandbox for every job when
 /// `EXECUTION_CONTEXT=sandbox`.
-fn command_handler(cfg: &Config, spec: CommandSpec) -> Arc<dyn Handler> {
+fn command_handler(cfg: &Config, queue: &str, spec: CommandSpec) -> Arc<dyn Handler> {
     match cfg.execution_context {
         ExecutionContext::Host => Arc::new(CommandHandler::new(spec)),
-        ExecutionContext::Sandbox => Arc::new(SandboxHandler::new(
-            spec,
-            cfg.root_dir.clone(),
-            SandboxOptions::default(),
-        )),
+        ExecutionContext::Sandbox => {
+            let policy = sandbox_policy(cfg);
+            let handler = SandboxHandler::new(spec, cfg.root_dir.clone(), sandbox_options(cfg));
+            Arc::new(handler.with_backend(policy.for_queue(queue).clone()))
+        }
+    }
+}
+
+/// The sandbox limits, with the configured sandbox user.
+fn sandbox_options(cfg: &Config) -> SandboxOptions {
+    SandboxOptions {
+        host_user: cfg.heal.sandbox_uid,
+        ..SandboxOptions::default()
+    }
+}
+
+/// `heal.sandbox` and `heal.sandbox_image` for every queue, overridden by a queue's own.
+fn sandbox_policy(cfg: &Config) -> SandboxPolicy {
+    let default = BackendChoice {
+        kind: backend_kind(cfg.heal.sandbox),
+        image: cfg.heal.sandbox_image.clone(),
+        ..BackendChoice::default()
+    };
+    let queues = cfg
+        .queues
+        .iter()
+        .map(|(name, q)| {
+            let choice = BackendChoice {
+                kind: q.sandbox.map_or(default.kind, backend_kind),
+                image: q.sandbox_image.clone().or_else(|| default.image.clone()),
+                ..default.clone()
+            };
+            (name.clone(), choice)
+        })
+        .collect();
+    SandboxPolicy { default, queues }
+}
+
+fn backend_kind(kind: SandboxKind) -> BackendKind {
+    match kind {
+        SandboxKind::Auto => BackendKind::Auto,
+        SandboxKind::Bubblewrap => BackendKind::Bubblewrap,
+        SandboxKind::Docker => BackendKind::Docker,
+    }
+}
+
+/// Removes sandbox workspaces and containers a crashed SmartWorker left behind, the latter on
+/// every Docker engine a queue may use. An engine that does not answer is not an error here: healing reports it
+/// when a queue needs it.
+async fn remove_leftover_sandboxes(policy: SandboxPolicy) {
+    let stale = tokio::task::spawn_blocking(|| smartworker_sandbox::remove_stale_workspaces(None));
+    if let Ok(removed) = stale.await
+        && !removed.is_empty()
+    {
+        info!(workspaces = ?removed, "removed sandbox workspaces left behind");
+    }
+    for socket in policy.docker_sockets() {
+        match smartworker_sandbox::remove_leftovers(socket).await {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => info!(containers = ?removed, "removed sandbox containers left behind"),
+            Err(err) => warn!(error = %err, "cannot look for leftover sandbox containers"),
+        }
     }
 }
 
@@ -297,7 +354,8 @@ fn heal_settings(cfg: &Config) -> HealSettings {
         project_root: cfg.root_dir.clone(),
         state_dir: cfg.state_dir.clone(),
         rounds: cfg.heal.rounds,
-        sandbox: SandboxOptions::default(),
+        sandbox: sandbox_options(cfg),
+        backends: sandbox_policy(cfg),
         check_command: cfg.heal.check_command.clone(),
         reviewers: vec![
             cfg.smtp

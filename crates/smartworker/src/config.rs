@@ -17,6 +17,7 @@
 mod dotenv;
 mod file;
 mod queue_store;
+mod sandbox;
 mod value;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
 pub use self::queue_store::{QueueBackendKind, QueueStoreConfig};
+pub use self::sandbox::DEFAULT_SANDBOX_UID;
 pub use self::value::Origin;
 
 /// The config file read when `--config` is not given; a missing one is not an error.
@@ -64,7 +66,7 @@ const fn setting(path: &'static str, env: &'static str) -> Setting {
     Setting { path, env }
 }
 
-/// Every setting that all layers may set. `APP_LLM_TIMEOUT_SECS` and `APP_HEAL_SANDBOX` are new
+/// Every setting that all layers may set. `APP_LLM_TIMEOUT_SECS` and `APP_HEAL_SANDBOX*` are new
 /// in SmartWorker; the other names are the Bun system's.
 pub const SETTINGS: &[Setting] = &[
     setting("root_dir", "APP_ROOT_DIR"),
@@ -99,6 +101,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("embed.model", "APP_EMBED_MODEL"),
     setting("heal.rounds", "APP_HEAL_ROUNDS"),
     setting("heal.sandbox", "APP_HEAL_SANDBOX"),
+    setting("heal.sandbox_image", "APP_HEAL_SANDBOX_IMAGE"),
+    setting("heal.sandbox_uid", "APP_HEAL_SANDBOX_UID"),
 ];
 
 /// A value that must not be shown: `Debug` prints `Secret(***)` and there is no `Display`.
@@ -199,10 +203,10 @@ pub enum ExecutionContext {
     Sandbox,
 }
 
-/// Which sandbox verifies fixes (`heal.sandbox`).
+/// Which sandbox verifies fixes (`heal.sandbox`, or a queue's own `sandbox`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SandboxKind {
-    /// The best sandbox this machine has (the default); today that is bubblewrap.
+    /// The best sandbox this machine has (the default): bubblewrap, else Docker with an image.
     #[default]
     Auto,
     /// Always bubblewrap.
@@ -342,6 +346,12 @@ pub struct HealConfig {
     pub rounds: u32,
     /// `heal.sandbox` / `APP_HEAL_SANDBOX`: `auto`, `bubblewrap` or `docker`.
     pub sandbox: SandboxKind,
+    /// `heal.sandbox_image` / `APP_HEAL_SANDBOX_IMAGE`: the Docker image of queues without
+    /// their own; without one, Docker is not used.
+    pub sandbox_image: Option<String>,
+    /// `heal.sandbox_uid` / `APP_HEAL_SANDBOX_UID`: the user and group id sandboxed code runs
+    /// as (default 61000, an id no account uses; never 0).
+    pub sandbox_uid: u32,
     /// `heal.check_command`: the project's own checks (argv), which must pass in the sandbox too.
     pub check_command: Option<Vec<String>>,
 }
@@ -368,6 +378,10 @@ pub struct QueueConfig {
     pub env: Vec<String>,
     /// The Redis backend's dead-letter queue for this queue (default `<queue>-dlq`).
     pub dead_letter_queue: Option<String>,
+    /// This queue's sandbox backend, instead of `heal.sandbox`.
+    pub sandbox: Option<SandboxKind>,
+    /// This queue's Docker image, instead of `heal.sandbox_image`.
+    pub sandbox_image: Option<String>,
 }
 
 impl Default for QueueConfig {
@@ -382,6 +396,8 @@ impl Default for QueueConfig {
             autofix: false,
             env: Vec::new(),
             dead_letter_queue: None,
+            sandbox: None,
+            sandbox_image: None,
         }
     }
 }
@@ -776,18 +792,14 @@ fn embed(layers: &Layers) -> Result<EmbedConfig, ConfigError> {
 }
 
 fn heal(layers: &Layers, check_command: Option<Vec<String>>) -> Result<HealConfig, ConfigError> {
-    let sandbox = match layers.read("heal.sandbox", |r| {
-        r.choice(&["auto", "bubblewrap", "docker"])
-    })? {
-        Some("bubblewrap") => SandboxKind::Bubblewrap,
-        Some("docker") => SandboxKind::Docker,
-        _ => SandboxKind::Auto,
-    };
+    let sandbox = sandbox::heal_sandbox(layers)?;
     Ok(HealConfig {
         rounds: layers
             .read("heal.rounds", Raw::positive_u32)?
             .unwrap_or(DEFAULT_HEAL_ROUNDS),
-        sandbox,
+        sandbox: sandbox.kind,
+        sandbox_image: sandbox.image,
+        sandbox_uid: sandbox.uid,
         check_command,
     })
 }

@@ -271,6 +271,7 @@ fn show_heal_event(display: &Display, event: &HealEvent) {
         }
         HealEvent::SandboxRun {
             round,
+            backend,
             passed,
             exit_code,
             summary,
@@ -278,7 +279,8 @@ fn show_heal_event(display: &Display, event: &HealEvent) {
             let verdict = if *passed { "passed" } else { "failed" };
             let exit = exit_code.map_or(String::new(), |c| format!(", exit {c}"));
             format!(
-                "▸ sandbox: the same job re-ran with the fix (round {round}): {verdict}{exit}: {summary}"
+                "▸ sandbox ({backend}): the same job re-ran with the fix (round {round}): \
+                 {verdict}{exit}: {summary}"
             )
         }
         HealEvent::Verdict { .. } | HealEvent::Emailed { .. } => return,

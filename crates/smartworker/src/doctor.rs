@@ -341,7 +341,7 @@ async fn run(program: &str, args: &[String]) -> Result<String, String> {
 async fn docker(socket: &Path) -> Check {
     Check::new(
         "docker",
-        "docker sandbox unavailable; bubblewrap is used",
+        "docker sandbox unavailable; queues that ask for docker cannot heal, auto uses bubblewrap",
         limited(ping_docker(socket)).await,
     )
 }
@@ -658,7 +658,7 @@ mod tests {
         assert!(!check.ok);
         assert_eq!(
             check.consequence,
-            "docker sandbox unavailable; bubblewrap is used"
+            "docker sandbox unavailable; queues that ask for docker cannot heal, auto uses bubblewrap"
         );
         assert!(
             check.detail.contains("No such file or directory"),

@@ -687,10 +687,132 @@ fn job_of_a_killed_server_runs_again_after_restart() {
 }
 
 #[test]
-fn asking_for_the_docker_sandbox_is_refused_until_it_exists() {
+fn docker_sandbox_settings_are_accepted_and_a_bad_one_is_named() {
     let mut project = Project::new();
     project.set("APP_HEAL_SANDBOX", "docker");
+    project.set("APP_HEAL_SANDBOX_IMAGE", "smartworker-sandbox-test:2");
+    project.run(&["jobs"]).success();
+    project.set("APP_HEAL_SANDBOX", "firejail");
     project
         .run(&["jobs"])
-        .failure(r#"heal.sandbox = "docker" is not available yet"#);
+        .failure(r#"APP_HEAL_SANDBOX: "firejail" is not one of auto, bubblewrap, docker"#);
+}
+
+/// Live processes whose working directory is `root` and whose command line holds `needle`.
+fn processes_in(root: &Path, needle: &str) -> Vec<u32> {
+    let root = std::fs::canonicalize(root).unwrap();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
+            let found = cwd == root && String::from_utf8_lossy(&cmdline).contains(needle);
+            (found && !zombie).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn sandboxed_job_dies_with_a_killed_server() {
+    let mut project = Project::new();
+    project.set("EXECUTION_CONTEXT", "sandbox");
+    project.set("APP_HEAL_SANDBOX", "bubblewrap");
+    let mut server = project.serve();
+    project
+        .run(&["enqueue", "slow", "--data", r#"{"sleep": 120}"#])
+        .success();
+    eventually("the sandboxed job to start", || {
+        !processes_in(project.root(), "time.sleep").is_empty()
+    });
+
+    // SIGKILL: SmartWorker gets no chance to stop anything; the sandbox must follow it anyway.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    eventually("the sandboxed job to die with the server", || {
+        processes_in(project.root(), "time.sleep").is_empty()
+    });
+}
+
+/// Ids of the containers a SmartWorker with process id `pid` started, stopped ones included.
+fn containers_of(pid: u32) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=smartworker.pid={pid}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn container_and_workspace_of_a_killed_server_are_removed_when_it_starts_again() {
+    let mut project = Project::new();
+    project.set("EXECUTION_CONTEXT", "sandbox");
+    project.set("APP_HEAL_SANDBOX", "docker");
+    let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
+        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
+    project.set("APP_HEAL_SANDBOX_IMAGE", image);
+    let mut server = project.serve();
+    let pid = server.child.id();
+    // Short, so the job's second run after the restart ends well within the stop's grace.
+    let id = project
+        .run(&["enqueue", "slow", "--data", r#"{"sleep": 3}"#])
+        .success();
+    let id = id.stdout.trim().to_owned();
+    eventually("the job's container to start", || {
+        !containers_of(pid).is_empty()
+    });
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert!(
+        !containers_of(pid).is_empty(),
+        "nothing was left behind, so the restart proves nothing"
+    );
+
+    let workspaces = |pid: u32| {
+        let prefix = format!("smartworker-ws-{pid}-");
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    };
+    assert_eq!(
+        workspaces(pid),
+        1,
+        "the killed server's workspace should be left behind"
+    );
+
+    let restarted = project.serve();
+    restarted.wait_for_log("removed sandbox containers left behind");
+    assert!(containers_of(pid).is_empty());
+    assert_eq!(
+        workspaces(pid),
+        0,
+        "the restart did not remove the workspace"
+    );
+    // The job itself runs again once its lock has expired, in a container of the new server.
+    eventually("the job to complete after the restart", || {
+        project.run(&["jobs", &id]).json()["state"] == "completed"
+    });
+    assert!(
+        containers_of(restarted.child.id()).is_empty(),
+        "a finished run left its container"
+    );
+    let (status, log) = restarted.stop();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
 }

@@ -152,7 +152,7 @@ fn demo_heals_the_signup_bug_with_a_scripted_model_and_mails_the_verified_diff()
             "users.py:18 in normalise_email",
             "▸ model: asking",
             "▸ model: answered round 1",
-            "▸ sandbox: the same job re-ran with the fix (round 1): passed",
+            "▸ sandbox (bubblewrap): the same job re-ran with the fix (round 1): passed",
             "✓ verdict: VERIFIED",
             "▸ e-mail: written to ",
             "Verified fix",

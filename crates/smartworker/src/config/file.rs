@@ -38,6 +38,8 @@ const QUEUE_KEYS: &[&str] = &[
     "autofix",
     "env",
     "dead_letter_queue",
+    "sandbox",
+    "sandbox_image",
 ];
 
 /// The file being read, for positions in messages.
@@ -224,7 +226,10 @@ fn queue(
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
             "dead_letter_queue" => queue.dead_letter_queue = Some(queue_name(&raw)?),
-            _ => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
+            other => match super::sandbox::queue_field(&mut queue, other, &raw) {
+                Some(read) => read?,
+                None => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
+            },
         }
     }
     let Some(command) = command else {

@@ -111,6 +111,8 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
             heal: HealConfig {
                 rounds: 2,
                 sandbox: Auto,
+                sandbox_image: None,
+                sandbox_uid: 61000,
                 check_command: None,
             },
             queues: {},
@@ -246,7 +248,7 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         None,
         &[],
         expect![
-            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, dead_letter_queue"
+            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, dead_letter_queue, sandbox, sandbox_image"
         ],
     );
 
@@ -340,6 +342,8 @@ command = ["node", "handlers/email.js"]
                 autofix: false,
                 env: [],
                 dead_letter_queue: None,
+                sandbox: None,
+                sandbox_image: None,
             },
             "signup": QueueConfig {
                 command: [
@@ -363,6 +367,8 @@ command = ["node", "handlers/email.js"]
                     "STRIPE_KEY",
                 ],
                 dead_letter_queue: None,
+                sandbox: None,
+                sandbox_image: None,
             },
         }
     "#]]
@@ -637,6 +643,58 @@ fn redis_settings_mistakes_are_refused_without_echoing_the_url() {
         &[],
         expect![[
             r#"smartworker.toml:3: queues.login.dead_letter_queue: queue name "login:dlq" is invalid: use at most 128 letters, digits, '-', '_' or '.'"#
+        ]],
+    );
+}
+
+#[test]
+fn sandbox_backend_image_and_uid_are_read_globally_and_per_queue() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[heal]\nsandbox = \"bubblewrap\"\nsandbox_uid = 62000\n\
+         [queues.signup]\ncommand = [\"x\"]\nsandbox = \"docker\"\nsandbox_image = \"py:1\"\n",
+    );
+    let config = project.load(&[("APP_HEAL_SANDBOX_IMAGE", "base:2")]);
+    assert_eq!(config.heal.sandbox, SandboxKind::Bubblewrap);
+    assert_eq!(config.heal.sandbox_image.as_deref(), Some("base:2"));
+    assert_eq!(config.heal.sandbox_uid, 62000);
+    let signup = &config.queues["signup"];
+    assert_eq!(signup.sandbox, Some(SandboxKind::Docker));
+    assert_eq!(signup.sandbox_image.as_deref(), Some("py:1"));
+}
+
+#[test]
+fn root_sandbox_uid_and_unknown_backends_are_refused() {
+    let project = Project::new();
+    check_error(
+        &project,
+        None,
+        &[("APP_HEAL_SANDBOX_UID", "0")],
+        expect![[r#"environment: APP_HEAL_SANDBOX_UID: "0" is not a positive integer"#]],
+    );
+    project.file(
+        "smartworker.toml",
+        "[queues.signup]\ncommand = [\"x\"]\nsandbox = \"podman\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:3: queues.signup.sandbox: "podman" is not one of auto, bubblewrap, docker"#
+        ]],
+    );
+    project.file(
+        "smartworker.toml",
+        "[queues.signup]\ncommand = [\"x\"]\nsandbox_image = \"my image\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:3: queues.signup.sandbox_image: "my image" is not a docker image name"#
         ]],
     );
 }

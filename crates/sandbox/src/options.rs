@@ -1,0 +1,62 @@
+//! The limits of one sandboxed run, the same whichever backend runs it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The user (and group) id sandboxed code runs as, when nothing else is configured.
+///
+/// A dedicated id no account on a usual system has, rather than the shared `nobody` (65534):
+/// other daemons running as `nobody` could otherwise read or write a workspace while it exists.
+pub const DEFAULT_SANDBOX_UID: u32 = 61000;
+
+/// Isolation limits of one sandboxed run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxOptions {
+    /// Wall-clock time before the whole sandbox is killed; also the CPU-time limit.
+    pub wall_timeout: Duration,
+    /// Memory limit, in bytes: each process's address space under bubblewrap
+    /// (`RLIMIT_AS`), the container's memory (swap included) under Docker.
+    pub memory_bytes: u64,
+    /// Processes the sandbox may have at once (`RLIMIT_NPROC` under bubblewrap, counted per
+    /// sandbox; the pids cgroup under Docker).
+    pub max_processes: u64,
+    /// Open files per process (`RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+    /// The largest file a process may write (`RLIMIT_FSIZE`), in bytes.
+    // FIXME: this bounds each file, not what a run writes in all; many files can still fill
+    // the disk under the workspace (both backends) until the workspace gets a size-limited
+    // filesystem of its own.
+    pub max_file_bytes: u64,
+    /// The size of the fresh `/tmp`, in bytes.
+    pub tmp_bytes: u64,
+    /// CPUs the run may use at once (Docker only; bubblewrap limits CPU time instead).
+    pub cpus: f64,
+    /// Host paths bound read-only at the same path, e.g. a toolchain under `/opt`
+    /// (bubblewrap only; a Docker image brings its own).
+    pub extra_ro_binds: Vec<PathBuf>,
+    /// The only variables the handler sees, besides `PATH`, `HOME` and `EXECUTION_CONTEXT`.
+    pub env: Vec<(String, String)>,
+    /// The user (and group) id sandboxed code runs as on the host: under bubblewrap when this
+    /// process is root, always under Docker.
+    ///
+    /// Dropping root is what makes `RLIMIT_NPROC` bite under bubblewrap: the kernel exempts
+    /// processes whose host user is root from it, whatever user namespace they are in.
+    pub host_user: u32,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            wall_timeout: Duration::from_secs(60),
+            memory_bytes: 2 << 30,
+            max_processes: 256,
+            max_open_files: 1024,
+            max_file_bytes: 256 << 20,
+            tmp_bytes: 256 << 20,
+            cpus: 1.0,
+            extra_ro_binds: Vec::new(),
+            env: Vec::new(),
+            host_user: DEFAULT_SANDBOX_UID,
+        }
+    }
+}
