@@ -8,7 +8,7 @@ use crate::{SandboxOptions, Workspace, WorkspaceOptions, run_sandboxed};
 use async_trait::async_trait;
 use serde_json::Value;
 use smartworker_core::{Handler, Job, JobFailure};
-use smartworker_handler::{CommandHandler, CommandSpec, job_env, job_outcome, job_stdin};
+use smartworker_handler::{CommandHandler, CommandMode, CommandSpec, job_env, job_stdin};
 use std::path::PathBuf;
 
 /// Runs each job of a command queue under bubblewrap.
@@ -16,6 +16,7 @@ pub struct SandboxHandler {
     command: CommandHandler,
     project_root: PathBuf,
     opts: SandboxOptions,
+    mode: CommandMode,
 }
 
 impl SandboxHandler {
@@ -25,7 +26,15 @@ impl SandboxHandler {
             command: CommandHandler::new(spec),
             project_root,
             opts,
+            mode: CommandMode::OneShot,
         }
+    }
+
+    /// Reads each run the way `mode` answers. A persistent handler still gets a fresh process
+    /// per job here (its request line, then end of input), since each job has its own copy.
+    pub fn with_mode(mut self, mode: CommandMode) -> Self {
+        self.mode = mode;
+        self
     }
 }
 
@@ -48,7 +57,7 @@ impl Handler for SandboxHandler {
         let run = run_sandboxed(&spec, &ws, &self.project_root, &opts, &job_stdin(job)).await;
         let _ = ws.destroy();
         let output = run.map_err(|e| JobFailure::new(format!("sandbox run failed: {e}")))?;
-        job_outcome(&output)
+        self.mode.outcome(&output, job)
     }
 }
 

@@ -7,7 +7,9 @@ use crate::config::{Config, ExecutionContext, QueueConfig, SandboxKind};
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
-use smartworker_handler::{CommandHandler, CommandSpec};
+use smartworker_handler::{
+    CommandHandler, CommandMode, CommandSpec, PersistentCommandHandler, PersistentOptions,
+};
 use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
 use smartworker_memory::{FallbackEmbedder, MemoryStore};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
@@ -99,7 +101,12 @@ impl App {
             .iter()
             .map(|(name, q)| (name.clone(), command_spec(&cfg, q)))
             .collect();
-        let healer = Arc::new(Healer::new(HealerParts {
+        let modes: HashMap<String, CommandMode> = cfg
+            .queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.mode))
+            .collect();
+        let healer = Healer::new(HealerParts {
             backend: Arc::clone(&backend),
             memory: memory.clone(),
             model: model_client(&cfg)?,
@@ -107,10 +114,15 @@ impl App {
             notifier: Arc::clone(&notifier),
             commands: commands.clone(),
             settings: heal_settings(&cfg),
-        }));
+        })
+        .with_command_modes(modes);
+        let healer = Arc::new(healer);
         let mut handlers: BTreeMap<String, Arc<dyn Handler>> = commands
             .into_iter()
-            .map(|(name, spec)| (name, command_handler(&cfg, spec)))
+            .filter_map(|(name, spec)| {
+                let queue = cfg.queues.get(&name)?;
+                Some((name, command_handler(&cfg, queue, spec)))
+            })
             .collect();
         handlers.insert(
             HEAL_QUEUE.to_owned(),
@@ -230,16 +242,21 @@ fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptio
     Ok(opts)
 }
 
-/// A queue's handler: on the host, or in the sandbox for every job when
-/// `EXECUTION_CONTEXT=sandbox`.
-fn command_handler(cfg: &Config, spec: CommandSpec) -> Arc<dyn Handler> {
-    match cfg.execution_context {
-        ExecutionContext::Host => Arc::new(CommandHandler::new(spec)),
-        ExecutionContext::Sandbox => Arc::new(SandboxHandler::new(
-            spec,
-            cfg.root_dir.clone(),
-            SandboxOptions::default(),
-        )),
+/// A queue's handler: on the host (a process per job, or a pool of long-lived processes for
+/// `mode = "persistent"`), or in the sandbox for every job when `EXECUTION_CONTEXT=sandbox`.
+fn command_handler(cfg: &Config, queue: &QueueConfig, spec: CommandSpec) -> Arc<dyn Handler> {
+    match (cfg.execution_context, queue.mode) {
+        (ExecutionContext::Host, CommandMode::OneShot) => Arc::new(CommandHandler::new(spec)),
+        (ExecutionContext::Host, CommandMode::Persistent) => {
+            let options = PersistentOptions::new(queue.process_count());
+            Arc::new(PersistentCommandHandler::new(spec, options))
+        }
+        // Each sandboxed job gets its own copy of the project, so even a persistent handler
+        // runs one process per job there, fed its request line and then end of input.
+        (ExecutionContext::Sandbox, mode) => Arc::new(
+            SandboxHandler::new(spec, cfg.root_dir.clone(), SandboxOptions::default())
+                .with_mode(mode),
+        ),
     }
 }
 

@@ -14,6 +14,7 @@
 //!   working directory when it came from the environment.
 //! - Queues (`[queues.<name>]`) and `heal.check_command` can only be set in the toml.
 
+mod command_mode;
 mod dotenv;
 mod file;
 mod value;
@@ -24,6 +25,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use smartworker_core::{Backoff, JobOptions};
+use smartworker_handler::CommandMode;
 
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
@@ -360,6 +362,11 @@ pub struct QueueConfig {
     pub autofix: bool,
     /// Host environment variables passed on to the handler; all others are withheld.
     pub env: Vec<String>,
+    /// `oneshot` (the default): a process per job; `persistent`: long-lived processes that
+    /// read one job per line on stdin and answer each on stdout.
+    pub mode: CommandMode,
+    /// How many processes a persistent queue keeps (default: its concurrency).
+    pub processes: Option<u32>,
 }
 
 impl Default for QueueConfig {
@@ -373,11 +380,19 @@ impl Default for QueueConfig {
             lock_ms: 30_000,
             autofix: false,
             env: Vec::new(),
+            mode: CommandMode::OneShot,
+            processes: None,
         }
     }
 }
 
 impl QueueConfig {
+    /// How many processes a persistent queue keeps: `processes`, else one per concurrent job.
+    pub fn process_count(&self) -> usize {
+        let count = self.processes.unwrap_or(self.concurrency);
+        usize::try_from(count).unwrap_or(1).max(1)
+    }
+
     /// The options a job added to this queue gets unless its producer says otherwise.
     pub fn job_options(&self) -> JobOptions {
         JobOptions {

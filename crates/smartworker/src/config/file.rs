@@ -9,6 +9,7 @@ use smartworker_core::{Backoff, validate_queue_name};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::command_mode;
 use super::value::{Origin, Raw, Scalar};
 use super::{ConfigError, QueueConfig, SETTINGS};
 
@@ -35,6 +36,8 @@ const QUEUE_KEYS: &[&str] = &[
     "lock_ms",
     "autofix",
     "env",
+    "mode",
+    "processes",
 ];
 
 /// The file being read, for positions in messages.
@@ -208,6 +211,7 @@ fn queue(
 ) -> Result<QueueConfig, ConfigError> {
     let mut queue = QueueConfig::default();
     let mut command = None;
+    let mut processes = None;
     for (field, value) in doc.table(key, value)? {
         let path = format!("{key}.{}", field.get_ref());
         let raw = doc.raw(path.clone(), value);
@@ -220,6 +224,11 @@ fn queue(
             "lock_ms" => queue.lock_ms = raw.positive()?,
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
+            "mode" => queue.mode = command_mode::mode(&raw)?,
+            "processes" => {
+                queue.processes = Some(raw.positive_u32()?);
+                processes = Some(raw);
+            }
             _ => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
         }
     }
@@ -228,6 +237,7 @@ fn queue(
         return Err(doc.invalid(name_span, key, message));
     };
     queue.command = command;
+    command_mode::check_processes(queue.mode, processes.as_ref())?;
     Ok(queue)
 }
 

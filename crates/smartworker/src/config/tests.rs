@@ -240,7 +240,7 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         None,
         &[],
         expect![
-            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env"
+            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, mode, processes"
         ],
     );
 
@@ -333,6 +333,8 @@ command = ["node", "handlers/email.js"]
                 lock_ms: 30000,
                 autofix: false,
                 env: [],
+                mode: OneShot,
+                processes: None,
             },
             "signup": QueueConfig {
                 command: [
@@ -355,6 +357,8 @@ command = ["node", "handlers/email.js"]
                     "DATABASE_URL",
                     "STRIPE_KEY",
                 ],
+                mode: OneShot,
+                processes: None,
             },
         }
     "#]]
