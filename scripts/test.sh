@@ -34,6 +34,9 @@ fi
 python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; exit 1; }
 bwrap --version
 
+say "node and the bullmq npm package for the interop tests"
+bash scripts/setup/node.sh
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
