@@ -4,6 +4,7 @@
 //! Every measurement runs on loopback or on files in a temporary directory that is removed
 //! when it ends; nothing here talks to another host.
 
+mod backend;
 mod latency;
 mod machine;
 mod report;

@@ -118,6 +118,23 @@ impl PersistentCommandHandler {
         &self.options
     }
 
+    /// Starts processes until `processes` are alive, so the first jobs do not wait for them;
+    /// returns how many it started. Without it, processes start with the jobs that need them.
+    ///
+    /// # Errors
+    /// [`HandlerError`] when the command cannot be started; the processes started before
+    /// stay in the pool.
+    pub fn prestart(&self) -> Result<usize, HandlerError> {
+        let mut idle = lock(&self.idle);
+        idle.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
+        let busy = self.options.processes - self.slots.available_permits();
+        let missing = self.options.processes.saturating_sub(idle.len() + busy);
+        for _ in 0..missing {
+            idle.push(Process::start(&self.spec, self.options.stderr_tail_bytes)?);
+        }
+        Ok(missing)
+    }
+
     /// Kills every idle process now and every busy one when its job ends; later jobs fail.
     pub fn shutdown(&self) {
         self.slots.close();
