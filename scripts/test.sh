@@ -33,6 +33,7 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 fi
 python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; exit 1; }
 bwrap --version
+bash scripts/setup/redis.sh
 
 say "node and the bullmq npm package for the interop tests"
 bash scripts/setup/node.sh

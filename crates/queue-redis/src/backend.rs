@@ -37,12 +37,28 @@ struct Inner {
 }
 
 impl RedisBackend {
-    /// Connects to Redis. Fails when the options are invalid or Redis does not answer now;
-    /// once connected, the backend survives Redis restarts by itself.
+    /// Opens the backend and checks that Redis answers now; once connected, the backend
+    /// survives Redis restarts by itself.
     ///
     /// # Errors
     /// [`ConnectError`] naming the bad value or the unreachable URL (password hidden).
     pub async fn connect(opts: RedisOptions) -> Result<Self, ConnectError> {
+        let backend = RedisBackend::open(opts)?;
+        if let Err(err) = backend.ping().await {
+            return Err(ConnectError::Unreachable {
+                url: backend.inner.opts.redacted_url(),
+                reason: err.to_string(),
+            });
+        }
+        Ok(backend)
+    }
+
+    /// Opens the backend without waiting for Redis: the first command connects, and until
+    /// Redis answers every call fails with [`BackendError::Storage`] (logged once).
+    ///
+    /// # Errors
+    /// [`ConnectError`] for invalid options, or when called outside a Tokio runtime.
+    pub fn open(opts: RedisOptions) -> Result<Self, ConnectError> {
         if opts.prefix.is_empty() || opts.prefix.chars().any(char::is_whitespace) {
             return Err(ConnectError::BadPrefix(opts.prefix.clone()));
         }
@@ -53,7 +69,7 @@ impl RedisBackend {
                 reason: e.to_string(),
             })?;
         }
-        let conn = Conn::open(&opts).await?;
+        let conn = Conn::open_lazy(&opts)?;
         let (finished, _) = broadcast::channel(1024);
         let inner = Inner {
             conn,

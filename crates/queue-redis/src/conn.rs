@@ -33,23 +33,27 @@ struct Shared {
 }
 
 impl Conn {
-    /// Connects, failing when Redis does not answer now; later outages are survived.
-    pub(crate) async fn open(opts: &RedisOptions) -> Result<Conn, ConnectError> {
+    /// A handle that connects on first use; it needs a Tokio runtime but no Redis yet.
+    pub(crate) fn open_lazy(opts: &RedisOptions) -> Result<Conn, ConnectError> {
         let url = opts.redacted_url();
         let client = Client::open(opts.url.as_str()).map_err(|e| ConnectError::BadUrl {
             url: url.clone(),
             reason: e.to_string(),
         })?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConnectError::NoRuntime);
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.connect_timeout))
             .set_response_timeout(Some(opts.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| ConnectError::Unreachable {
-                url: url.clone(),
-                reason: e.to_string(),
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+                ConnectError::BadUrl {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                }
             })?;
         let shared = Shared {
             down: AtomicBool::new(false),

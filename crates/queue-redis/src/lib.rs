@@ -8,8 +8,10 @@
 //!
 //! # Public API (stable)
 //!
-//! - [`RedisBackend::connect`]`(`[`RedisOptions`]`)` → a [`smartworker_core::QueueBackend`];
-//!   also [`RedisBackend::ping`], [`RedisBackend::options`], [`RedisBackend::queue_key`].
+//! - [`RedisBackend::connect`]`(`[`RedisOptions`]`)` (async, checks Redis answers) or
+//!   [`RedisBackend::open`] (sync, connects on first use) → a
+//!   [`smartworker_core::QueueBackend`]; also [`RedisBackend::ping`],
+//!   [`RedisBackend::options`], [`RedisBackend::queue_key`].
 //! - [`RedisOptions`]: `url` (`redis://` or `rediss://`, with password and database),
 //!   `prefix` (default `bull`; hash-tag it, e.g. `{sw}`, for Redis Cluster),
 //!   `dead_letter_queues` (queue → name; default `<queue>-dlq`), `max_stalled`, timeouts.

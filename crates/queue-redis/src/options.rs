@@ -112,6 +112,9 @@ pub enum ConnectError {
         /// Why it was refused.
         reason: String,
     },
+    /// The backend was opened outside a Tokio runtime, which its connection needs.
+    #[error("the redis backend must be opened inside a tokio runtime")]
+    NoRuntime,
     /// Redis did not answer.
     #[error("cannot reach redis at {url}: {reason}")]
     Unreachable {

@@ -16,8 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How the test server runs.
 #[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
-    /// Keep data across restarts with an append-only file in the server's directory, as a
-    /// production Redis would; off by default.
+    /// Keep data across restarts with an append-only file in the server's directory, synced
+    /// on every write; off by default.
     pub append_only: bool,
     /// A password clients must give (`requirepass`).
     pub password: Option<String>,
@@ -150,6 +150,10 @@ fn spawn(dir: &Path, port: u16, opts: &ServerOptions) -> io::Result<Child> {
         .arg("no")
         .arg("--appendonly")
         .arg(if opts.append_only { "yes" } else { "no" });
+    if opts.append_only {
+        // Every write on disk before the reply, so a killed server loses nothing it acked.
+        cmd.arg("--appendfsync").arg("always");
+    }
     if let Some(pw) = &opts.password {
         cmd.arg("--requirepass").arg(pw);
     }

@@ -3,7 +3,7 @@
 //!
 //! Nothing here decides anything about jobs; it only connects the parts.
 
-use crate::config::{Config, ExecutionContext, QueueConfig, SandboxKind};
+use crate::config::{Config, ExecutionContext, QueueBackendKind, QueueConfig, SandboxKind};
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
@@ -15,6 +15,7 @@ use smartworker_memory::{FallbackEmbedder, MemoryStore};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
+use smartworker_queue_redis::{RedisBackend, RedisOptions, redact};
 use smartworker_sandbox::{SandboxHandler, SandboxOptions};
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +70,34 @@ impl Running {
     }
 }
 
+/// Opens the queue backend the configuration names: the SQLite file, or Redis (connected on
+/// first use, so `serve` starts while Redis is briefly away and logs when it comes back).
+fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
+    if cfg.queue_store.backend == QueueBackendKind::Sqlite {
+        let db = db_path(cfg);
+        let backend = SqliteBackend::open(&db, SqliteOptions::default())
+            .with_context(|| format!("opening the queue file {}", db.display()))?;
+        return Ok(Arc::new(backend));
+    }
+    let url = cfg
+        .redis_connection_url()
+        .context("queue.backend is redis but neither APP_REDIS_URL nor APP_REDIS_HOST is set")?;
+    let mut opts = RedisOptions::new(url.expose());
+    opts.prefix.clone_from(&cfg.queue_store.redis_prefix);
+    opts.dead_letter_queues = cfg
+        .queues
+        .iter()
+        .filter_map(|(name, q)| Some((name.clone(), q.dead_letter_queue.clone()?)))
+        .collect();
+    let backend = RedisBackend::open(opts).with_context(|| {
+        format!(
+            "opening the redis queue backend at {}",
+            redact(url.expose())
+        )
+    })?;
+    Ok(Arc::new(backend))
+}
+
 /// The queue file of a configuration (memory shares it).
 pub fn db_path(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("smartworker.db")
@@ -89,9 +118,7 @@ impl App {
             );
         }
         let db = db_path(&cfg);
-        let backend = SqliteBackend::open(&db, SqliteOptions::default())
-            .with_context(|| format!("opening the queue file {}", db.display()))?;
-        let backend: Arc<dyn QueueBackend> = Arc::new(backend);
+        let backend = open_backend(&cfg)?;
         let memory = MemoryStore::open(&db)
             .with_context(|| format!("opening the memory store in {}", db.display()))?
             .with_secrets(cfg.secrets());

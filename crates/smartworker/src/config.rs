@@ -17,6 +17,7 @@
 mod command_mode;
 mod dotenv;
 mod file;
+mod queue_store;
 mod value;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use smartworker_handler::CommandMode;
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
+pub use self::queue_store::{QueueBackendKind, QueueStoreConfig};
 pub use self::value::Origin;
 
 /// The config file read when `--config` is not given; a missing one is not an error.
@@ -76,6 +78,9 @@ pub const SETTINGS: &[Setting] = &[
     setting("server.api_token", "APP_API_TOKEN"),
     setting("redis.host", "APP_REDIS_HOST"),
     setting("redis.port", "APP_REDIS_PORT"),
+    setting("redis.url", "APP_REDIS_URL"),
+    setting("redis.prefix", "APP_REDIS_PREFIX"),
+    setting("queue.backend", "APP_QUEUE_BACKEND"),
     setting("smtp.host", "APP_SMTP_HOST"),
     setting("smtp.port", "APP_SMTP_PORT"),
     setting("smtp.user", "APP_SMTP_USER"),
@@ -367,6 +372,8 @@ pub struct QueueConfig {
     pub mode: CommandMode,
     /// How many processes a persistent queue keeps (default: its concurrency).
     pub processes: Option<u32>,
+    /// The Redis backend's dead-letter queue for this queue (default `<queue>-dlq`).
+    pub dead_letter_queue: Option<String>,
 }
 
 impl Default for QueueConfig {
@@ -382,6 +389,7 @@ impl Default for QueueConfig {
             env: Vec::new(),
             mode: CommandMode::OneShot,
             processes: None,
+            dead_letter_queue: None,
         }
     }
 }
@@ -419,6 +427,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[redis]`.
     pub redis: RedisConfig,
+    /// `[queue]` and the Redis settings beyond host and port.
+    pub queue_store: QueueStoreConfig,
     /// `[smtp]`.
     pub smtp: SmtpConfig,
     /// `[db]`.
@@ -573,7 +583,8 @@ impl Config {
             &self.server.api_token,
         ];
         let mut secrets = Vec::new();
-        for secret in all.into_iter().flatten() {
+        let redis = self.redis_password().map(Secret::new);
+        for secret in all.into_iter().flatten().chain(redis.as_ref()) {
             let plain = secret.expose();
             if plain.is_empty() {
                 continue;
@@ -668,6 +679,7 @@ fn build(
         execution_context,
         server: server(layers)?,
         redis: redis(layers)?,
+        queue_store: queue_store::read(layers)?,
         smtp: smtp(layers)?,
         db: db(layers)?,
         llm: llm(layers)?,

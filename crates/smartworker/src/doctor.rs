@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::config::Config;
+use crate::config::{Config, QueueBackendKind};
+use smartworker_queue_redis::{RedisBackend, RedisOptions, redact};
 
 /// How long one check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,8 +106,20 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
 }
 
 async fn redis(cfg: &Config) -> Check {
-    const CONSEQUENCE: &str =
-        "queues on Redis are unavailable; unset APP_REDIS_HOST to use the embedded store";
+    const CONSEQUENCE: &str = "queues on Redis are unavailable; set queue.backend = \"sqlite\" \
+                               (APP_QUEUE_BACKEND) to use the embedded store";
+    let backend = match cfg.queue_store.backend {
+        QueueBackendKind::Sqlite => "the embedded SQLite store",
+        QueueBackendKind::Redis => "redis",
+    };
+    if let Some(url) = &cfg.queue_store.redis_url {
+        let outcome = limited(ping_redis_url(cfg, url.expose())).await;
+        return Check::new(
+            "redis",
+            CONSEQUENCE,
+            outcome.map(|d| format!("{d}; queues use {backend}")),
+        );
+    }
     let Some(host) = cfg.redis.host.as_deref() else {
         let detail = "not configured: queues use the embedded SQLite store".to_owned();
         return Check::new("redis", CONSEQUENCE, Ok(detail));
@@ -116,6 +129,18 @@ async fn redis(cfg: &Config) -> Check {
         CONSEQUENCE,
         limited(ping_redis(host, cfg.redis.port)).await,
     )
+}
+
+/// Connects as the queue backend does (password, database, TLS) and sends `PING`.
+async fn ping_redis_url(cfg: &Config, url: &str) -> Result<String, String> {
+    let mut opts = RedisOptions::new(url);
+    opts.prefix.clone_from(&cfg.queue_store.redis_prefix);
+    opts.connect_timeout = CHECK_TIMEOUT;
+    let shown = redact(url);
+    RedisBackend::connect(opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{shown} answered PONG"))
 }
 
 /// Sends `PING` and expects `+PONG`.
@@ -352,6 +377,7 @@ mod tests {
 
     use super::*;
     use crate::config::LoadOptions;
+    use smartworker_queue_redis::testing::{RedisServer, ServerOptions};
 
     /// A configuration from environment variables alone, rooted in a fresh directory.
     fn config(env: &[(&str, String)]) -> Config {
@@ -438,6 +464,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redis_url_with_password_and_database_is_checked_as_the_backend_connects() {
+        let server = RedisServer::start_with(ServerOptions {
+            password: Some("pw-1".into()),
+            ..ServerOptions::default()
+        })
+        .unwrap();
+        let url = format!("redis://:pw-1@127.0.0.1:{}/2", server.port());
+        let cfg = config(&[
+            ("APP_REDIS_URL", url),
+            ("APP_QUEUE_BACKEND", "redis".into()),
+        ]);
+        let check = redis(&cfg).await;
+        assert!(check.ok, "{check:?}");
+        let expected = format!(
+            "redis://:***@127.0.0.1:{}/2 answered PONG; queues use redis",
+            server.port()
+        );
+        assert_eq!(check.detail, expected);
+
+        let wrong = format!("redis://:not-pw@127.0.0.1:{}/2", server.port());
+        let check = redis(&config(&[("APP_REDIS_URL", wrong)])).await;
+        assert!(!check.ok, "{check:?}");
+        assert!(!check.detail.contains("not-pw"), "{}", check.detail);
+    }
+
+    #[tokio::test]
     async fn a_server_that_never_answers_fails_after_the_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -509,7 +561,7 @@ mod tests {
         expect![[r#"
             check              status  detail
             redis              FAIL    cannot connect to 127.0.0.1:<port>: Connection refused (os error 111)
-                                       -> queues on Redis are unavailable; unset APP_REDIS_HOST to use the embedded store
+                                       -> queues on Redis are unavailable; set queue.backend = "sqlite" (APP_QUEUE_BACKEND) to use the embedded store
             smtp               FAIL    cannot connect to 127.0.0.1:<port>: Connection refused (os error 111)
                                        -> e-mails wait in the outbox until the SMTP server answers
             postgresql         FAIL    cannot connect to 127.0.0.1:<port>: Connection refused (os error 111)

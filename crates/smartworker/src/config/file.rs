@@ -25,7 +25,9 @@ pub(crate) struct FileLayer {
 }
 
 /// Sections whose fields are all scalar settings from [`SETTINGS`] (plus extras handled here).
-const SECTIONS: &[&str] = &["server", "redis", "smtp", "db", "llm", "embed", "heal"];
+const SECTIONS: &[&str] = &[
+    "server", "redis", "queue", "smtp", "db", "llm", "embed", "heal",
+];
 
 const QUEUE_KEYS: &[&str] = &[
     "command",
@@ -38,6 +40,7 @@ const QUEUE_KEYS: &[&str] = &[
     "env",
     "mode",
     "processes",
+    "dead_letter_queue",
 ];
 
 /// The file being read, for positions in messages.
@@ -229,6 +232,7 @@ fn queue(
                 queue.processes = Some(raw.positive_u32()?);
                 processes = Some(raw);
             }
+            "dead_letter_queue" => queue.dead_letter_queue = Some(queue_name(&raw)?),
             _ => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
         }
     }
@@ -239,6 +243,13 @@ fn queue(
     queue.command = command;
     command_mode::check_processes(queue.mode, processes.as_ref())?;
     Ok(queue)
+}
+
+/// A queue name, such as a dead-letter queue's.
+fn queue_name(raw: &Raw) -> Result<String, ConfigError> {
+    let name = raw.text()?;
+    validate_queue_name(&name).map_err(|e| raw.invalid(e.to_string()))?;
+    Ok(name)
 }
 
 /// Reads `{ type = "exponential" | "fixed", delay = <ms> }`.

@@ -77,6 +77,11 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 host: None,
                 port: 6379,
             },
+            queue_store: QueueStoreConfig {
+                backend: Sqlite,
+                redis_url: None,
+                redis_prefix: "bull",
+            },
             smtp: SmtpConfig {
                 host: None,
                 port: 25,
@@ -240,7 +245,7 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         None,
         &[],
         expect![
-            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, mode, processes"
+            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, mode, processes, dead_letter_queue"
         ],
     );
 
@@ -250,7 +255,7 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         None,
         &[],
         expect![[
-            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, heal, queues"
+            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, queue, smtp, db, llm, embed, heal, queues"
         ]],
     );
 }
@@ -335,6 +340,7 @@ command = ["node", "handlers/email.js"]
                 env: [],
                 mode: OneShot,
                 processes: None,
+                dead_letter_queue: None,
             },
             "signup": QueueConfig {
                 command: [
@@ -359,6 +365,7 @@ command = ["node", "handlers/email.js"]
                 ],
                 mode: OneShot,
                 processes: None,
+                dead_letter_queue: None,
             },
         }
     "#]]
@@ -562,5 +569,69 @@ fn service_urls_are_built_from_hosts_and_ports() {
         None,
         &[("APP_LLM_URL", "localhost:8100")],
         expect![[r#"environment: APP_LLM_URL: "localhost:8100" is not an http or https URL"#]],
+    );
+}
+
+#[test]
+fn redis_backend_settings_come_from_every_layer() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[queue]\nbackend = \"redis\"\n[queues.login]\ncommand = [\"x\"]\n\
+         dead_letter_queue = \"loginDLQ\"\n",
+    );
+    let url = "redis://:pa%2Fss@redis.test:6380/2";
+    let config = project.load(&[("APP_REDIS_URL", url), ("APP_REDIS_PREFIX", "{sw}")]);
+    assert_eq!(config.queue_store.backend, QueueBackendKind::Redis);
+    assert_eq!(config.redis_connection_url().unwrap().expose(), url);
+    assert_eq!(config.queue_store.redis_prefix, "{sw}");
+    assert_eq!(
+        config.queues["login"].dead_letter_queue.as_deref(),
+        Some("loginDLQ")
+    );
+    assert!(config.secrets().contains(&"pa%2Fss".to_owned()));
+    assert!(!format!("{config:?}").contains("pa%2Fss"));
+
+    let by_host = project.load(&[("APP_REDIS_HOST", "10.0.0.5")]);
+    let url = by_host.redis_connection_url().unwrap();
+    assert_eq!(url.expose(), "redis://10.0.0.5:6379");
+}
+
+#[test]
+fn redis_settings_mistakes_are_refused_without_echoing_the_url() {
+    let project = Project::new();
+    check_error(
+        &project,
+        None,
+        &[("APP_QUEUE_BACKEND", "redis")],
+        expect![[
+            r#"environment: APP_QUEUE_BACKEND: "redis" needs redis.url (APP_REDIS_URL) or redis.host (APP_REDIS_HOST)"#
+        ]],
+    );
+    check_error(
+        &project,
+        None,
+        &[("APP_REDIS_URL", "http://:secret@h")],
+        expect![[
+            "environment: APP_REDIS_URL: expected a redis:// or rediss:// URL (value hidden: it may hold a password)"
+        ]],
+    );
+    check_error(
+        &project,
+        None,
+        &[("APP_QUEUE_BACKEND", "valkey")],
+        expect![[r#"environment: APP_QUEUE_BACKEND: "valkey" is not one of sqlite, redis"#]],
+    );
+    project.file(
+        "smartworker.toml",
+        "[queues.login]\ncommand = [\"x\"]\ndead_letter_queue = \"login:dlq\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:3: queues.login.dead_letter_queue: queue name "login:dlq" is invalid: use at most 128 letters, digits, '-', '_' or '.'"#
+        ]],
     );
 }
