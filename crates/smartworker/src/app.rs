@@ -84,6 +84,7 @@ fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
         .context("queue.backend is redis but neither APP_REDIS_URL nor APP_REDIS_HOST is set")?;
     let mut opts = RedisOptions::new(url.expose());
     opts.prefix.clone_from(&cfg.queue_store.redis_prefix);
+    opts.max_stalled = cfg.queue_store.redis_max_stalled;
     opts.dead_letter_queues = cfg
         .queues
         .iter()

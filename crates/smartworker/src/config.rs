@@ -80,6 +80,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("redis.port", "APP_REDIS_PORT"),
     setting("redis.url", "APP_REDIS_URL"),
     setting("redis.prefix", "APP_REDIS_PREFIX"),
+    setting("redis.max_stalled", "APP_REDIS_MAX_STALLED"),
     setting("queue.backend", "APP_QUEUE_BACKEND"),
     setting("smtp.host", "APP_SMTP_HOST"),
     setting("smtp.port", "APP_SMTP_PORT"),

@@ -81,6 +81,7 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 backend: Sqlite,
                 redis_url: None,
                 redis_prefix: "bull",
+                redis_max_stalled: 1,
             },
             smtp: SmtpConfig {
                 host: None,
@@ -633,5 +634,22 @@ fn redis_settings_mistakes_are_refused_without_echoing_the_url() {
         expect![[
             r#"smartworker.toml:3: queues.login.dead_letter_queue: queue name "login:dlq" is invalid: use at most 128 letters, digits, '-', '_' or '.'"#
         ]],
+    );
+}
+
+#[test]
+fn redis_max_stalled_defaults_to_bullmqs_and_refuses_non_numbers() {
+    let project = Project::new();
+    project.file("smartworker.toml", "[redis]\nmax_stalled = 20\n");
+    assert_eq!(project.load(&[]).queue_store.redis_max_stalled, 20);
+    let from_env = project.load(&[("APP_REDIS_MAX_STALLED", "3")]);
+    assert_eq!(from_env.queue_store.redis_max_stalled, 3);
+    project.file("smartworker.toml", "");
+    assert_eq!(project.load(&[]).queue_store.redis_max_stalled, 1);
+    check_error(
+        &project,
+        None,
+        &[("APP_REDIS_MAX_STALLED", "many")],
+        expect![[r#"environment: APP_REDIS_MAX_STALLED: "many" is not a positive integer"#]],
     );
 }

@@ -107,10 +107,16 @@ impl Project {
     /// Starts `smartworker serve` on a free loopback port and waits until it serves; `name`
     /// tells its log apart from other servers of the same project.
     pub fn serve(&self, name: &str) -> Server {
+        self.serve_with(name, &[])
+    }
+
+    /// [`serve`](Project::serve) with variables of its own on top of the project's.
+    pub fn serve_with(&self, name: &str, env: &[(&str, String)]) -> Server {
         let log = self.root().join(format!("{name}.log"));
         let port = closed_port();
         let child = self
             .command(&["serve"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("APP_PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(File::create(self.root().join(format!("{name}.out"))).unwrap())
