@@ -16,7 +16,9 @@ use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use smartworker_core::{Attempt, ClaimRequest, FinishRequest, Handler, NewJob, QueueBackend};
+use smartworker_core::{
+    Attempt, ClaimRequest, FinishRequest, Handler, Job, JobId, NewJob, QueueBackend,
+};
 use smartworker_handler::{
     CommandHandler, CommandSpec, PersistentCommandHandler, PersistentOptions, handler_fn,
 };
@@ -226,7 +228,7 @@ async fn drive_worker(
         concurrency,
         ..WorkerOptions::default()
     };
-    let handler = make_handler(args, cwd, concurrency)?;
+    let handler = make_handler(args, cwd, concurrency).await?;
     let started = Instant::now();
     let worker = Worker::spawn(Arc::clone(backend), QUEUE, handler, opts);
     let waited = wait_for_all(&worker, args.jobs, Duration::from_secs(args.deadline_secs)).await;
@@ -318,9 +320,9 @@ async fn wait_for_all(worker: &Worker, jobs: usize, deadline: Duration) -> anyho
     }
 }
 
-/// The handler of a run. A persistent pool is started before the clock, so the rate is its
-/// steady state rather than its start-up.
-fn make_handler(
+/// The handler of a run. A persistent pool is started and has answered one warm-up job per
+/// process before the clock starts, so the rate is its steady state rather than its start-up.
+async fn make_handler(
     args: &ThroughputArgs,
     cwd: &Path,
     concurrency: usize,
@@ -336,9 +338,32 @@ fn make_handler(
             let pool = PersistentCommandHandler::new(spec, PersistentOptions::new(concurrency));
             pool.prestart()
                 .context("cannot start the persistent handler's processes")?;
-            Arc::new(pool)
+            let pool: Arc<dyn Handler> = Arc::new(pool);
+            warm_up(&pool, concurrency).await?;
+            pool
         }
     })
+}
+
+/// Runs `n` jobs at once through `handler`, outside any queue, so each of its `n` processes
+/// has loaded its interpreter and answered once.
+async fn warm_up(handler: &Arc<dyn Handler>, n: usize) -> anyhow::Result<()> {
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let handler = Arc::clone(handler);
+        let job = Job::stored(
+            JobId(format!("warm-up-{i}")),
+            NewJob::new(QUEUE, "warm-up", json!({ "i": i })),
+            0,
+        );
+        runs.spawn(async move { handler.run(&job).await });
+    }
+    while let Some(done) = runs.join_next().await {
+        if let Err(failure) = done.context("a warm-up job panicked")? {
+            bail!("a warm-up job failed: {}", failure.message);
+        }
+    }
+    Ok(())
 }
 
 fn describe_handler(args: &ThroughputArgs) -> String {
@@ -411,6 +436,28 @@ mod tests {
         assert_eq!(result.handler, "CommandHandler: /bin/sh -c 'echo null'");
         assert!(result.levels[0].median_jobs_per_sec > 0.0);
         assert!(result.levels[0].median_child_cpu_us_per_job > 0.0);
+    }
+
+    #[tokio::test]
+    async fn persistent_run_on_redis_completes_every_job_on_prestarted_processes() {
+        let redis = smartworker_queue_redis::testing::RedisServer::start().unwrap();
+        let mut persistent = args(HandlerKind::Persistent, 200);
+        persistent.program = "python3".to_owned();
+        persistent.args = vec![
+            "-c".to_owned(),
+            "import json, sys\nfor line in sys.stdin:\n    \
+             print(json.dumps({'id': json.loads(line)['id'], 'ok': True}), flush=True)"
+                .to_owned(),
+        ];
+        persistent.redis_url = Some(redis.url());
+        let result = run(&persistent).await.unwrap();
+        assert_eq!(result.backend, "redis");
+        assert!(
+            result
+                .handler
+                .starts_with("PersistentCommandHandler: python3")
+        );
+        assert!(result.levels[0].median_jobs_per_sec > 0.0);
     }
 
     #[tokio::test]
