@@ -14,13 +14,24 @@ local function decode(text)
   return {}
 end
 
+-- The events stream's length limit per queue, read once per script run.
+local maxEvents = {}
+
 local function emit(q, ...)
-  local max = tonumber(rcall("HGET", q .. "meta", "opts.maxLenEvents")) or 10000
+  local max = maxEvents[q]
+  if not max then
+    max = tonumber(rcall("HGET", q .. "meta", "opts.maxLenEvents")) or 10000
+    maxEvents[q] = max
+  end
   rcall("XADD", q .. "events", "MAXLEN", "~", max, "*", ...)
 end
 
+-- Whether a queue is paused, read once per script run.
+local paused = {}
+
 local function isPaused(q)
-  return rcall("HEXISTS", q .. "meta", "paused") == 1
+  if paused[q] == nil then paused[q] = rcall("HEXISTS", q .. "meta", "paused") == 1 end
+  return paused[q]
 end
 
 -- Makes a job runnable: the wait list (front = taken next), or prioritized by its priority.

@@ -2,7 +2,7 @@
 
 use crate::conn::Conn;
 use crate::mapping::{Fields, bullmq_opts, public_id, read_job, read_state, split_id};
-use crate::options::{ConnectError, RedisOptions};
+use crate::options::{ConnectError, RedisOptions, has_hash_tag};
 use crate::scripts::Scripts;
 use async_trait::async_trait;
 use redis::Value;
@@ -61,6 +61,9 @@ impl RedisBackend {
     pub fn open(opts: RedisOptions) -> Result<Self, ConnectError> {
         if opts.prefix.is_empty() || opts.prefix.chars().any(char::is_whitespace) {
             return Err(ConnectError::BadPrefix(opts.prefix.clone()));
+        }
+        if opts.cluster && !has_hash_tag(&opts.prefix) {
+            return Err(ConnectError::PrefixWithoutHashTag(opts.prefix.clone()));
         }
         for (queue, name) in &opts.dead_letter_queues {
             validate_queue_name(name).map_err(|e| ConnectError::BadDeadLetterQueue {
@@ -592,13 +595,14 @@ impl QueueBackend for RedisBackend {
             let (next, keys): (u64, Vec<String>) = self
                 .inner
                 .conn
-                .cmd(
+                .cmd_at(
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
                         .arg(&pattern)
                         .arg("COUNT")
                         .arg(1000),
+                    &prefix,
                 )
                 .await?;
             for key in keys {

@@ -14,12 +14,15 @@
 //!   [`RedisBackend::options`], [`RedisBackend::queue_key`].
 //! - [`RedisOptions`]: `url` (`redis://` or `rediss://`, with password and database),
 //!   `prefix` (default `bull`; hash-tag it, e.g. `{sw}`, for Redis Cluster),
-//!   `dead_letter_queues` (queue → name; default `<queue>-dlq`), `max_stalled`, timeouts.
+//!   `dead_letter_queues` (queue → name; default `<queue>-dlq`), `max_stalled`, `cluster`
+//!   (Redis Cluster client; needs a hash-tagged prefix), timeouts.
 //! - Job ids are `<queue>:<BullMQ id>` (`signup:17` is BullMQ job `17` of queue `signup`).
 //! - A job that used its attempts is `failed` in its queue, as BullMQ leaves it, and a copy
 //!   waits in its dead-letter queue (a BullMQ queue of its own) with `sw:origin` naming the
 //!   original; [`smartworker_core::QueueBackend::retry_dead`] accepts either id.
-//! - Feature `testing`: [`testing::RedisServer`], a private redis-server on a free port.
+//! - Feature `testing`: [`testing::RedisServer`], a private redis-server on a free port
+//!   (`start`, `start_with` a password or an append-only file, `url`, `port`, `kill`,
+//!   `restart` on the same port), and [`testing::RedisCluster`], three private nodes.
 //!
 //! Nothing here exposes BullMQ or `redis` types.
 

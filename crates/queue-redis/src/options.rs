@@ -23,6 +23,9 @@ pub struct RedisOptions {
     /// How many times a job may be recovered from a dead worker before it is dead-lettered
     /// (BullMQ's `maxStalledCount`, default 1).
     pub max_stalled: u32,
+    /// Connect as a Redis Cluster client (following the slots) with `url` as the seed node.
+    /// Needs a hash-tagged `prefix`.
+    pub cluster: bool,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
     /// How long one command may take before it counts as failed.
@@ -37,6 +40,7 @@ impl RedisOptions {
             prefix: DEFAULT_PREFIX.to_owned(),
             dead_letter_queues: BTreeMap::new(),
             max_stalled: 1,
+            cluster: false,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(10),
         }
@@ -63,6 +67,7 @@ impl fmt::Debug for RedisOptions {
             .field("prefix", &self.prefix)
             .field("dead_letter_queues", &self.dead_letter_queues)
             .field("max_stalled", &self.max_stalled)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +107,9 @@ pub enum ConnectError {
     /// The key prefix is empty or holds whitespace.
     #[error("redis key prefix {0:?} is invalid: use a non-empty prefix without spaces")]
     BadPrefix(String),
+    /// A cluster needs every key in one slot, which only a hash-tagged prefix gives.
+    #[error("redis key prefix {0:?} has no hash tag; a cluster needs one such as \"{{sw}}\"")]
+    PrefixWithoutHashTag(String),
     /// A dead-letter queue name is not a valid queue name.
     #[error("dead-letter queue {name:?} of queue {queue:?} is invalid: {reason}")]
     BadDeadLetterQueue {

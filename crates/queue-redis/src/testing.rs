@@ -21,6 +21,8 @@ pub struct ServerOptions {
     pub append_only: bool,
     /// A password clients must give (`requirepass`).
     pub password: Option<String>,
+    /// Run as a Redis Cluster node (see [`RedisCluster`]).
+    pub cluster: bool,
 }
 
 /// A running private redis-server.
@@ -129,6 +131,71 @@ impl Drop for RedisServer {
     }
 }
 
+/// A private three-node Redis Cluster (primaries only) on free loopback ports.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them with `redis-cli --cluster create`.
+    ///
+    /// # Errors
+    /// When a server does not start or the cluster does not become ready.
+    pub fn start() -> io::Result<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_with(ServerOptions {
+                cluster: true,
+                ..ServerOptions::default()
+            })?);
+        }
+        let cli = binary().with_file_name("redis-cli");
+        let mut create = Command::new(&cli);
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", cli.display())))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed: {text}"
+            )));
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ready(&cli)?;
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:<port>` of the first node, a seed for cluster clients.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    fn wait_ready(&self, cli: &Path) -> io::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < START_TIMEOUT {
+            let ready = self.nodes.iter().all(|node| {
+                Command::new(cli)
+                    .args(["-p", &node.port().to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(io::Error::other(
+            "the test cluster never reached cluster_state:ok",
+        ))
+    }
+}
+
 fn binary() -> PathBuf {
     std::env::var_os("REDIS_SERVER").map_or_else(|| PathBuf::from(DEFAULT_BINARY), PathBuf::from)
 }
@@ -157,6 +224,11 @@ fn spawn(dir: &Path, port: u16, opts: &ServerOptions) -> io::Result<Child> {
     if let Some(pw) = &opts.password {
         cmd.arg("--requirepass").arg(pw);
     }
+    if opts.cluster {
+        cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join("nodes.conf"));
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -164,8 +236,17 @@ fn spawn(dir: &Path, port: u16, opts: &ServerOptions) -> io::Result<Child> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", bin.display())))
 }
 
-/// A port that was free a moment ago; the kernel picks it.
+/// A port that was free a moment ago, with its cluster bus port (+10000) free too.
 fn free_port() -> io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
+    for _ in 0..100 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other("no free port pair found on 127.0.0.1"))
 }

@@ -14,7 +14,7 @@ use smartworker_core::{
     Attempt, ClaimRequest, FinishOutcome, FinishRequest, JobFailure, JobId, JobOptions, JobState,
     NewJob, QueueBackend,
 };
-use smartworker_queue_redis::testing::{RedisServer, ServerOptions};
+use smartworker_queue_redis::testing::{RedisCluster, RedisServer, ServerOptions};
 use smartworker_queue_redis::{ConnectError, RedisBackend, RedisOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -396,4 +396,33 @@ async fn options_of_a_job_survive_the_trip_through_redis() {
         .unwrap();
     assert_eq!(id, JobId::from("orders:order-7"));
     assert_eq!(b.get(&id).await.unwrap().unwrap().opts, opts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_runs_the_conformance_checks_under_hash_tagged_prefixes() {
+    use smartworker_conformance::{checks, worker_checks};
+    let cluster = RedisCluster::start().unwrap();
+    let connect = |tag: &str| {
+        let mut opts = RedisOptions::new(cluster.url());
+        opts.cluster = true;
+        // A tag per check: each starts empty, and the tags land on different nodes.
+        opts.prefix = format!("{{{tag}}}");
+        async move { Arc::new(RedisBackend::connect(opts).await.unwrap()) as Arc<dyn QueueBackend> }
+    };
+    checks::claimed_job_is_active_and_completes_with_its_result(connect("a").await).await;
+    checks::dead_lettering_a_job_that_asks_for_healing_adds_its_heal_job(connect("b").await).await;
+    checks::stalled_job_is_recovered_once_then_dead_lettered(connect("c").await).await;
+    checks::queues_lists_every_queue_that_holds_jobs(connect("d").await).await;
+    checks::delayed_job_waits_for_its_time(connect("e").await).await;
+    worker_checks::two_workers_share_many_jobs_and_complete_each_once(connect("f").await).await;
+
+    let mut untagged = RedisOptions::new(cluster.url());
+    untagged.cluster = true;
+    let Err(err) = RedisBackend::connect(untagged).await else {
+        panic!("a cluster accepted a prefix without a hash tag");
+    };
+    assert!(
+        matches!(err, ConnectError::PrefixWithoutHashTag(_)),
+        "{err}"
+    );
 }

@@ -85,6 +85,7 @@ fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
     let mut opts = RedisOptions::new(url.expose());
     opts.prefix.clone_from(&cfg.queue_store.redis_prefix);
     opts.max_stalled = cfg.queue_store.redis_max_stalled;
+    opts.cluster = cfg.queue_store.redis_cluster;
     opts.dead_letter_queues = cfg
         .queues
         .iter()

@@ -81,6 +81,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("redis.url", "APP_REDIS_URL"),
     setting("redis.prefix", "APP_REDIS_PREFIX"),
     setting("redis.max_stalled", "APP_REDIS_MAX_STALLED"),
+    setting("redis.cluster", "APP_REDIS_CLUSTER"),
     setting("queue.backend", "APP_QUEUE_BACKEND"),
     setting("smtp.host", "APP_SMTP_HOST"),
     setting("smtp.port", "APP_SMTP_PORT"),

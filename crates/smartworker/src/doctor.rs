@@ -135,6 +135,7 @@ async fn redis(cfg: &Config) -> Check {
 async fn ping_redis_url(cfg: &Config, url: &str) -> Result<String, String> {
     let mut opts = RedisOptions::new(url);
     opts.prefix.clone_from(&cfg.queue_store.redis_prefix);
+    opts.cluster = cfg.queue_store.redis_cluster;
     opts.connect_timeout = CHECK_TIMEOUT;
     let shown = redact(url);
     RedisBackend::connect(opts)

@@ -1,6 +1,6 @@
 //! Where queues live: `queue.backend` (`APP_QUEUE_BACKEND`, `sqlite` or `redis`, default
 //! `sqlite`) and how to reach Redis (`APP_REDIS_URL`, or `APP_REDIS_HOST`/`APP_REDIS_PORT`),
-//! with BullMQ's key prefix (`APP_REDIS_PREFIX`, default `bull`).
+//! with BullMQ's key prefix (`APP_REDIS_PREFIX`, default `bull`) and `APP_REDIS_CLUSTER`.
 
 use super::value::Raw;
 use super::{Config, ConfigError, Layers, Secret, url_host};
@@ -35,6 +35,9 @@ pub struct QueueStoreConfig {
     /// `redis.max_stalled` / `APP_REDIS_MAX_STALLED`: how many times a job whose worker died
     /// is run again before it is dead-lettered instead (BullMQ's `maxStalledCount`, default 1).
     pub redis_max_stalled: u32,
+    /// `redis.cluster` / `APP_REDIS_CLUSTER`: talk to a Redis Cluster, the URL naming a seed
+    /// node; needs a hash-tagged prefix.
+    pub redis_cluster: bool,
 }
 
 impl Default for QueueStoreConfig {
@@ -44,6 +47,7 @@ impl Default for QueueStoreConfig {
             redis_url: None,
             redis_prefix: DEFAULT_PREFIX.to_owned(),
             redis_max_stalled: DEFAULT_MAX_STALLED,
+            redis_cluster: false,
         }
     }
 }
@@ -69,11 +73,23 @@ pub(super) fn read(layers: &Layers) -> Result<QueueStoreConfig, ConfigError> {
         let message = "\"redis\" needs redis.url (APP_REDIS_URL) or redis.host (APP_REDIS_HOST)";
         return Err(raw.invalid(message.to_owned()));
     }
+    let redis_cluster = layers.read("redis.cluster", Raw::boolean)?.unwrap_or(false);
+    if redis_cluster
+        && !smartworker_queue_redis::has_hash_tag(&redis_prefix)
+        && let Some(raw) = layers.get("redis.cluster")
+    {
+        let message = format!(
+            "a cluster needs a hash-tagged redis.prefix (APP_REDIS_PREFIX) such as \"{{sw}}\"; \
+             {redis_prefix:?} has none"
+        );
+        return Err(raw.invalid(message));
+    }
     Ok(QueueStoreConfig {
         backend,
         redis_url,
         redis_prefix,
         redis_max_stalled,
+        redis_cluster,
     })
 }
 

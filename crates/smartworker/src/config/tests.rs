@@ -82,6 +82,7 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 redis_url: None,
                 redis_prefix: "bull",
                 redis_max_stalled: 1,
+                redis_cluster: false,
             },
             smtp: SmtpConfig {
                 host: None,
@@ -615,6 +616,14 @@ fn redis_settings_mistakes_are_refused_without_echoing_the_url() {
         &[("APP_REDIS_URL", "http://:secret@h")],
         expect![[
             "environment: APP_REDIS_URL: expected a redis:// or rediss:// URL (value hidden: it may hold a password)"
+        ]],
+    );
+    check_error(
+        &project,
+        None,
+        &[("APP_REDIS_CLUSTER", "true")],
+        expect![[
+            r#"environment: APP_REDIS_CLUSTER: a cluster needs a hash-tagged redis.prefix (APP_REDIS_PREFIX) such as "{sw}"; "bull" has none"#
         ]],
     );
     check_error(
