@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod support;
+
 use serde_json::{Value, json};
 use smartworker_core::{Backoff, JobFailure, JobId, JobOptions, JobState, NewJob, QueueBackend};
 use smartworker_handler::handler_fn;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
+use support::project::Project;
 
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node")
@@ -99,32 +102,18 @@ async fn jobs_added_by_a_node_queue_are_run_by_smartworker_and_node_sees_the_res
     let backend = backend(&redis).await;
     let worker = smartworker_worker(&backend, "interop");
 
-    let produced = node(
-        &redis,
-        &[
-            "produce",
-            "--queue",
-            "interop",
-            "--count",
-            "30",
-            "--fail-every",
-            "10",
-        ],
-    )
-    .await;
+    let args = [
+        "produce",
+        "--queue",
+        "interop",
+        "--count",
+        "30",
+        "--fail-every",
+        "10",
+    ];
+    let produced = node(&redis, &args).await;
+    check_outcomes(&produced);
 
-    let outcomes = produced["outcomes"].as_array().unwrap();
-    assert_eq!(outcomes.len(), 30);
-    for (n, outcome) in outcomes.iter().enumerate() {
-        if (n + 1) % 10 == 0 {
-            let want = format!("smartworker refuses job {n}");
-            assert_eq!(outcome["ok"], false, "{outcome}");
-            assert_eq!(outcome["error"], want.as_str(), "{outcome}");
-        } else {
-            let want = json!({"by": "smartworker", "doubled": n * 2});
-            assert_eq!(outcome["value"], want, "{outcome}");
-        }
-    }
     // SmartWorker reads the jobs Node added, under its own ids.
     let first = format!("interop:{}", produced["ids"][0].as_str().unwrap());
     let job = backend.get(&JobId(first)).await.unwrap().unwrap();
@@ -262,4 +251,51 @@ async fn a_node_queue_lists_smartworker_jobs_counts_and_dead_letter_queue() {
         (6, 2, 1),
         "{counts:?}"
     );
+}
+
+/// Checks what Node saw of 30 jobs, every tenth of which SmartWorker refused.
+fn check_outcomes(produced: &Value) {
+    let outcomes = produced["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 30);
+    for (n, outcome) in outcomes.iter().enumerate() {
+        if (n + 1) % 10 == 0 {
+            let want = format!("smartworker refuses job {n}");
+            assert_eq!(outcome["ok"], false, "{outcome}");
+            assert_eq!(outcome["error"], want.as_str(), "{outcome}");
+        } else {
+            let want = json!({"by": "smartworker", "doubled": n * 2});
+            assert_eq!(outcome["value"], want, "{outcome}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_queue_feeds_smartworker_serve_with_a_persistent_handler() {
+    let redis = RedisServer::start().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/redis_interop");
+    let mut project = Project::copy_of(&fixture);
+    project.set("APP_REDIS_URL", redis.url());
+    let server = project.serve("serve");
+
+    let args = [
+        "produce",
+        "--queue",
+        "interop",
+        "--count",
+        "30",
+        "--fail-every",
+        "10",
+    ];
+    check_outcomes(&node(&redis, &args).await);
+
+    // The CLI reads the same jobs through the same Redis, under SmartWorker's ids.
+    let shown = project.run(&["jobs", "interop:10"]);
+    let job: Value =
+        serde_json::from_str(&shown.stdout).unwrap_or_else(|_| panic!("{}", shown.all()));
+    assert_eq!(
+        (job["state"].as_str(), job["failed_reason"].as_str()),
+        (Some("dead"), Some("smartworker refuses job 9"))
+    );
+    let (status, log) = server.stop();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
 }
