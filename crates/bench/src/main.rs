@@ -13,6 +13,7 @@ mod report;
 mod rss;
 mod stats;
 mod throughput;
+mod triage;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,8 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         max_secs: u64,
     },
+    /// Stack-trace parsing time: the triage fixtures and hostile inputs.
+    Triage(triage::TriageArgs),
     /// Merges the JSON files of a run into one and prints the table.
     Report(report::ReportArgs),
     /// Merges the JSON files of a `bench/redis.sh` run and prints its table and ratios.
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Machine { out } => write_json(&out, &machine::describe()?),
         Command::FreePort => free_port(),
         Command::WaitQuiet { below, max_secs } => wait_quiet(below, max_secs).await,
+        Command::Triage(args) => write_json(&args.out.clone(), &triage::run(&args)?),
         Command::Report(args) => report::run(&args),
         Command::RedisReport(args) => redis_report::run(&args),
     }

@@ -15,9 +15,28 @@ use smartworker_core::{
 };
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, broadcast};
+
+/// The watcher thread's loop: wake the workers whenever the file's data version moves.
+fn watch(watcher: &Connection, inner: &Weak<Inner>, interval: Duration) {
+    let version = |conn: &Connection| -> Option<i64> {
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+    };
+    let mut seen = version(watcher);
+    loop {
+        std::thread::sleep(interval);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let now = version(watcher);
+        if now != seen {
+            seen = now;
+            SqliteBackend::wake_all(&inner);
+        }
+    }
+}
 
 /// The error recorded when a job's worker stopped renewing its lock too often.
 const STALLED_TOO_OFTEN: &str = "job stalled more than allowable limit";
@@ -35,8 +54,13 @@ pub struct SqliteOptions {
     /// How many times a job may be recovered from a dead worker before it is dead-lettered.
     /// BullMQ's `maxStalledCount`; the default of 1 matches it.
     pub max_stalled: u32,
-    /// How often waits re-read the file, for jobs added by other processes.
+    /// The longest an idle worker waits before it looks for due jobs again. Jobs added by
+    /// this process wake it at once, and jobs added by other processes within
+    /// [`SqliteOptions::watch_interval`].
     pub poll_interval: Duration,
+    /// How often the file is checked for commits of other processes (a CLI `enqueue`, a
+    /// second `serve`), so their jobs start without waiting for the poll.
+    pub watch_interval: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -44,6 +68,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             max_stalled: 1,
             poll_interval: Duration::from_millis(200),
+            watch_interval: Duration::from_millis(20),
         }
     }
 }
@@ -77,7 +102,26 @@ impl SqliteBackend {
         }
         let conn = Connection::open(path)
             .map_err(|e| BackendError::Storage(format!("cannot open {}: {e}", path.display())))?;
-        Self::from_connection(conn, opts)
+        let backend = Self::from_connection(conn, opts)?;
+        backend.watch_other_writers(path)?;
+        Ok(backend)
+    }
+
+    /// Starts a thread that wakes every idle worker when another connection commits to the
+    /// file. SQLite's `PRAGMA data_version` on a connection of its own changes exactly then.
+    /// The thread ends within one interval of the last clone of this backend being dropped.
+    fn watch_other_writers(&self, path: &Path) -> Result<(), BackendError> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let watcher = Connection::open_with_flags(path, flags)
+            .map_err(|e| BackendError::Storage(format!("cannot watch {}: {e}", path.display())))?;
+        let inner = Arc::downgrade(&self.inner);
+        let interval = self.inner.opts.watch_interval.max(Duration::from_millis(1));
+        std::thread::Builder::new()
+            .name("sqlite-watch".into())
+            .spawn(move || watch(&watcher, &inner, interval))
+            .map_err(|e| BackendError::Storage(format!("cannot start the file watcher: {e}")))?;
+        Ok(())
     }
 
     /// A backend on a private in-memory database, for tests and one-shot runs.
@@ -109,6 +153,14 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Wakes one idle worker of every queue this process waits on.
+    fn wake_all(inner: &Inner) {
+        let wake = inner.wake.lock().unwrap_or_else(|p| p.into_inner());
+        for notify in wake.values() {
+            notify.notify_one();
+        }
     }
 
     /// Runs `f` on the connection in a blocking thread.

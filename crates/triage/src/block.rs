@@ -64,6 +64,9 @@ pub(crate) struct Block {
     pub(crate) error: ErrorLine,
     pub(crate) frames: Vec<Frame>,
     pub(crate) link: Link,
+    /// How many frames the runtime left out because the error it caused
+    /// ends with the same ones (the JVM's `... N more`).
+    pub(crate) elided: usize,
 }
 
 impl Block {
@@ -72,6 +75,7 @@ impl Block {
             error,
             frames: Vec::new(),
             link,
+            elided: 0,
         }
     }
 

@@ -39,7 +39,7 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat [\w$.<>/]+\([^()]*\)",
         r"|Caused by: ",
         r"|Suppressed: ",
-        r"|\.\.\. \d+ more",
+        r"|\.\.\. \d+ (?:more|common frames omitted)",
         // Ruby: `from` lines and the bare first frame of each error.
         r"|\bfrom \S+:\d+:in ",
         r"|[^\s`'\x22]+:\d+:in [`']",

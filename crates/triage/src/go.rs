@@ -13,6 +13,9 @@ static SIGNAL: LazyLock<Regex> = LazyLock::new(|| re(r"\[signal (\w+)"));
 static GOROUTINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*goroutine \d+ \[[^\]]*\]:"));
 static LOCATION: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*(\S.*?\.(?:go|s|c)):(\d+)(?:\s+\+0x[0-9a-fA-F]+)?\s*$"));
+/// A package-qualified Go function without arguments: `a.com/b.(*T).M`.
+static GO_FUNCTION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[\w.\-/]*\w\.(?:\(\*?\w+\)\.)?[\w.]+$"));
 static CREATED_BY: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*created by (\S+?)(?: in goroutine \d+)?\s*$"));
 
@@ -31,6 +34,7 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
         .iter()
         .find_map(|line| panic_line(line))
         .or_else(|| recovered_panic_line(lines))
+        .or_else(|| returned_error_line(lines))
         .unwrap_or_default();
     parsed.signal = lines
         .iter()
@@ -94,6 +98,46 @@ fn recovered_panic_line(lines: &[String]) -> Option<ErrorLine> {
     })
 }
 
+/// An error value printed with its stack (`%+v` of pkg/errors and its
+/// successors): no panic and no goroutine header, and the message on the
+/// last line above the first function and location pair.
+fn returned_error_line(lines: &[String]) -> Option<ErrorLine> {
+    if lines.iter().any(|line| GOROUTINE.is_match(line)) {
+        return None;
+    }
+    let first_location = lines.iter().position(|line| LOCATION.is_match(line))?;
+    let above_function = first_location.checked_sub(1)?;
+    let function_line = lines[above_function].trim();
+    let message = match split_trailing_function(function_line) {
+        // Flattened: the message and the first function share a line.
+        (head, Some(_)) if !head.is_empty() => head,
+        _ => lines[..above_function]
+            .iter()
+            .rev()
+            .map(|line| line.trim())
+            .find(|line| !line.is_empty())?,
+    };
+    Some(ErrorLine {
+        error_type: "error".to_owned(),
+        qualified: None,
+        message: message.to_owned(),
+    })
+}
+
+/// Splits `text pkg.Func` into the text and a trailing Go function name,
+/// which is how a flattened trace leaves each function: after the text
+/// before it.
+fn split_trailing_function(line: &str) -> (&str, Option<&str>) {
+    let Some((head, last)) = line.rsplit_once(' ') else {
+        return (line, None);
+    };
+    if GO_FUNCTION.is_match(last) {
+        (head.trim_end(), Some(last))
+    } else {
+        (line, None)
+    }
+}
+
 /// `pkg.(*T).Method(0xc000, {0x1, 0x2})` or `created by pkg.F in goroutine 7`
 /// becomes `pkg.(*T).Method` or `pkg.F`.
 fn function_name(line: &str) -> Option<String> {
@@ -102,7 +146,7 @@ fn function_name(line: &str) -> Option<String> {
     }
     let trimmed = line.trim();
     if trimmed.contains(' ') && !trimmed.ends_with(')') {
-        return None;
+        return split_trailing_function(trimmed).1.map(str::to_owned);
     }
     Some(strip_arguments(trimmed).to_owned())
 }

@@ -18,6 +18,9 @@ static HEADER: LazyLock<Regex> = LazyLock::new(|| {
         r"(?::\s?(.*))?$",
     ))
 });
+/// The JVM's `... 12 more` and logback's `... 12 common frames omitted`.
+static ELIDED: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*\.\.\.\s*(\d+)\s+(?:more|common frames omitted)\s*$"));
 /// A qualified exception class anywhere in a (log) line.
 static LOOSE_HEADER: LazyLock<Regex> = LazyLock::new(|| {
     re(r"((?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable))(?::\s?(.*))?$")
@@ -65,6 +68,12 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
                 Block::new(error, Link::Independent)
             });
             block.push_frame(frame);
+            continue;
+        }
+        if let Some(block) = current.as_mut()
+            && let Some(count) = ELIDED.captures(line).and_then(|c| number(&c[1]))
+        {
+            block.elided = usize::try_from(count).unwrap_or(usize::MAX);
             continue;
         }
         let Some((error, link)) = header(line) else {

@@ -60,7 +60,7 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
         Language::Unknown => Parsed::default(),
     };
 
-    let mut trace = assemble(language, parsed);
+    let (mut trace, shared) = assemble(language, parsed);
     let returned_error = language == Language::Rust && trace.error_type.is_empty();
     if language == Language::Unknown || returned_error {
         apply_listed_causes(&mut trace, lines);
@@ -76,7 +76,7 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
             trace.message = error.message;
         }
     }
-    mark_frames(&mut trace, opts);
+    mark_frames(&mut trace, opts, shared);
     trace
 }
 
@@ -126,27 +126,31 @@ fn detect(lines: &[String]) -> Language {
 }
 
 /// Groups linked blocks into chains (root cause first), picks the main chain,
-/// and fills the trace from its root cause.
-fn assemble(language: Language, parsed: Parsed) -> Trace {
+/// and fills the trace from its root cause. Also returns the frames the root
+/// cause's printout left out as shared with the errors it caused.
+fn assemble(language: Language, parsed: Parsed) -> (Trace, Vec<Frame>) {
     let mut trace = Trace::empty(language);
     trace.thread = parsed.thread;
     trace.signal = parsed.signal;
 
     let mut groups = chains(parsed.blocks);
     let Some(main) = main_chain(&groups) else {
-        return trace;
+        return (trace, Vec::new());
     };
     let chain = groups.remove(main);
     let Some(root) = chain.first() else {
-        return trace;
+        return (trace, Vec::new());
     };
     trace.error_type = root.error.error_type.clone();
     trace.qualified_error_type = root.error.qualified.clone();
     trace.message = root.error.message.clone();
     // A cause whose frames were all elided (`... 5 more`) shares them with
     // the error it caused.
-    let with_frames = chain.iter().find(|b| !b.frames.is_empty());
-    trace.frames = with_frames.map(|b| b.frames.clone()).unwrap_or_default();
+    let with_frames = chain.iter().position(|b| !b.frames.is_empty());
+    let shared = with_frames.map_or_else(Vec::new, |at| shared_frames(&chain[at..]));
+    trace.frames = with_frames
+        .map(|at| chain[at].frames.clone())
+        .unwrap_or_default();
     if chain.len() > 1 {
         trace.chain = chain.iter().map(chained).collect();
     }
@@ -163,7 +167,20 @@ fn assemble(language: Language, parsed: Parsed) -> Trace {
             trace.secondary.push(chained(other));
         }
     }
-    trace
+    (trace, shared)
+}
+
+/// The frames `chain[0]` did not print because the error it caused ends with
+/// them (`... N more`), rebuilt from the outermost error inwards.
+fn shared_frames(chain: &[Block]) -> Vec<Frame> {
+    let mut whole: Vec<Frame> = Vec::new();
+    for block in chain.iter().rev() {
+        let shared = block.elided.min(whole.len());
+        let tail = whole.split_off(whole.len() - shared);
+        whole = block.frames.iter().cloned().chain(tail).collect();
+    }
+    let printed = chain.first().map_or(0, |b| b.frames.len());
+    whole.split_off(printed.min(whole.len()))
 }
 
 /// Splits blocks into chains at each unrelated error, root cause first.
@@ -226,12 +243,19 @@ fn root_frame(frames: &[Frame]) -> Option<usize> {
 }
 
 /// Marks in-app frames everywhere and points at the root and library frames.
-fn mark_frames(trace: &mut Trace, opts: &ParseOptions) {
+///
+/// A root cause whose printed frames are all outside the application gets
+/// the `shared` frames it left out: the call from the application is there.
+fn mark_frames(trace: &mut Trace, opts: &ParseOptions, shared: Vec<Frame>) {
     let mut rooted = opts.root.as_deref().and_then(Rooted::new);
     let language = trace.language;
-    let origins = classify(language, &mut trace.frames, rooted.as_mut());
+    let mut origins = classify(language, &mut trace.frames, rooted.as_mut());
     for error in trace.chain.iter_mut().chain(trace.secondary.iter_mut()) {
         classify(language, &mut error.frames, rooted.as_mut());
+    }
+    if !origins.contains(&Origin::App) && !shared.is_empty() {
+        trace.frames.extend(shared);
+        origins = classify(language, &mut trace.frames, rooted.as_mut());
     }
 
     trace.root_frame = root_frame(&trace.frames);

@@ -19,6 +19,14 @@ static FIRST_LINE: LazyLock<Regex> =
 static DASH_FRAME: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*(\S+\.(?:rb|rake|erb|haml|slim|ru)):(\d+) - (.+?)\s*$"));
 
+/// `Foo::Bar: message`: a namespaced Ruby class needs no `Error` suffix.
+static QUALIFIED_ERROR: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?:^|[\s\[(])((?:[A-Z]\w*::)+[A-Z]\w*): (.+)$"));
+/// Rails' and ActiveJob's log lines end with `Class (message):`; the greedy
+/// start makes the class the rightmost one.
+static RAILS_ERROR: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?:^|.*\s)((?:[A-Z]\w*::)*[A-Z]\w*) \((.+)\):?\s*$"));
+
 /// How far above the first frame the error line may sit.
 const HEADER_LOOKBACK: usize = 5;
 
@@ -102,5 +110,21 @@ fn header_above(lines: &[String], first_frame: usize) -> Option<ErrorLine> {
     lines[from..first_frame]
         .iter()
         .rev()
-        .find_map(|line| find_error_token(line))
+        .find_map(|line| error_line(line))
+}
+
+/// The error a log line names: `Type: message` as every runtime prints it,
+/// else Ruby's own shapes.
+fn error_line(line: &str) -> Option<ErrorLine> {
+    if let Some(error) = find_error_token(line) {
+        return Some(error);
+    }
+    let caps = QUALIFIED_ERROR
+        .captures(line)
+        .or_else(|| RAILS_ERROR.captures(line))?;
+    Some(ErrorLine {
+        error_type: caps.get(1)?.as_str().to_owned(),
+        qualified: None,
+        message: caps.get(2)?.as_str().trim().to_owned(),
+    })
 }

@@ -65,6 +65,10 @@ cases! {
     m45_resque_failure_json_record => "m45",
     m46_sidekiq_log_prefix_on_every_backtrace_line => "m46",
     m47_ruby34_quoting_in_good_job => "m47",
+    m48_java_root_cause_gets_app_frames_from_common_frames_omitted => "m48",
+    m49_rails_active_job_error_class_in_parentheses_form => "m49",
+    m50_sidekiq_namespaced_error_without_error_suffix => "m50",
+    m51_go_error_value_printed_with_its_stack => "m51",
 }
 
 #[test]
@@ -74,7 +78,11 @@ fn fixture_has_a_test_for_every_case() {
 
 /// The same wrappings `cases.rs` checks: CRLF, a compose prefix, a Markdown
 /// quote, a JSON log record and one flattened line.
+///
+/// Known gaps, both flattened: PostgreSQL's indented `Detail:` line cannot be
+/// told from the message once the newline is gone, and a per-line prefix
+/// whose timestamp changes from line to line is not recognised as a prefix.
 #[test]
 fn every_case_survives_crlf_prefixes_quotes_json_records_and_flattening() {
-    support::check_variants(FIXTURES, &[]);
+    support::check_variants(FIXTURES, &["m48 flattened", "m50 flattened"]);
 }

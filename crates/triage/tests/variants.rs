@@ -2,8 +2,6 @@
 //! chat tools wrap traces, real traces captured from the runtimes installed
 //! here, and hostile input.
 
-use std::time::{Duration, Instant};
-
 use smartworker_triage::{Language, ParseOptions, Trace, parse};
 
 const PYTHON: &str = r#"Traceback (most recent call last):
@@ -358,34 +356,25 @@ fn unknown_input_keeps_a_best_effort_error_line() {
     assert_eq!(trace.message, "something failed: disk full");
 }
 
+/// How long this takes is measured by the triage benchmark, not asserted here.
 #[test]
-fn two_megabyte_input_returns_quickly_and_says_it_was_cut() {
+fn two_megabyte_input_says_it_was_cut() {
     let noise = "x".repeat(1000) + " at foo (/a.js:1:1) File \"/a.py\", line 1, in f\n";
     let text = noise.repeat(2100) + PYTHON;
-    let started = Instant::now();
     let trace = parse_default(&text);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
     assert!(trace.input_truncated);
 }
 
 #[test]
-fn two_megabyte_single_line_returns_quickly() {
+fn two_megabyte_single_line_of_open_parentheses_is_cut_not_parsed_whole() {
     let text = "(".repeat(1 << 20) + &"at x (".repeat(200_000);
-    let started = Instant::now();
-    let _ = parse_default(&text);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
+    let trace = parse_default(&text);
+    assert!(trace.input_truncated);
+    assert!(trace.frames.is_empty());
 }
 
 #[test]
-fn two_megabyte_flattened_line_with_a_prefix_on_every_frame_returns_quickly() {
+fn two_megabyte_flattened_line_with_a_prefix_on_every_frame_is_cut() {
     let frames = [
         "worker-1  |     at run (/app/a.js:1:2)",
         "worker-1  |   File \"/app/a.py\", line 3, in run",
@@ -398,12 +387,6 @@ fn two_megabyte_flattened_line_with_a_prefix_on_every_frame_returns_quickly() {
     .join(" ");
     let text = format!("worker-1  | Error: boom {}", frames.repeat(8_000));
     assert!(text.len() > 2 << 20);
-    let started = Instant::now();
     let trace = parse_default(&text);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
     assert!(trace.input_truncated);
 }
