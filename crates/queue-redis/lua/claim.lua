@@ -1,6 +1,8 @@
 -- Moves up to `max` runnable jobs of one queue to active, each under its own lock: the wait
 -- list first (oldest first), then prioritized (lowest number first), as BullMQ takes them.
 -- ARGV: q, now, max, token prefix, lock ms, worker. Returns {id, token, fields} per job.
+-- FIXME: BullMQ's rate limiter and global concurrency (meta "max", "concurrency") are not
+-- honoured here; a queue that sets them is limited only by each worker's concurrency.
 local q, now, max, token, lockMs, worker =
   ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 promoteDue(q, now)

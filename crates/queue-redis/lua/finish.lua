@@ -3,6 +3,8 @@
 -- ARGV[1]: JSON array of {q, name, id, qid, token, ok, value, reason, stack, attempt, dlq,
 -- healQ, healName, healData, healOpts}; ARGV[2]: now (ms).
 -- Returns per request {"completed"} | {"retry", runAt} | {"dead", healId|false} | {"lost"}.
+-- FIXME: a child job of a BullMQ flow (one with a parent) completes here without updating its
+-- parent's dependencies, so the parent never runs; flows need Node workers until this lands.
 local reqs = cjson.decode(ARGV[1])
 local now = tonumber(ARGV[2])
 
@@ -22,8 +24,12 @@ local function complete(q, id, value)
   rcall("HSET", key, "returnvalue", value, "finishedOn", now)
   rcall("ZADD", q .. "completed", now, id)
   emit(q, "event", "completed", "jobId", id, "returnvalue", value, "prev", "active")
-  local count, age = keepOf(decode(rcall("HGET", key, "opts")).removeOnComplete)
-  retain(q, "completed", count, age, now)
+  -- Most jobs keep their results; skip decoding options that set no retention.
+  local opts = rcall("HGET", key, "opts")
+  if opts and string.find(opts, "removeOnComplete", 1, true) then
+    local count, age = keepOf(decode(opts).removeOnComplete)
+    retain(q, "completed", count, age, now)
+  end
   return {"completed"}
 end
 

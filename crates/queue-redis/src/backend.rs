@@ -587,6 +587,8 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn queues(&self) -> Result<Vec<String>, BackendError> {
+        // FIXME: SCAN walks every key under the prefix; with millions of jobs, listing queues
+        // (GET /queues, GET /dead) gets slow, and a registry of queue names would be needed.
         let prefix = format!("{}:", self.inner.opts.prefix);
         let pattern = format!("{}*:meta", glob_escape(&prefix));
         let mut cursor = 0u64;

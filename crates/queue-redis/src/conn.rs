@@ -261,6 +261,15 @@ impl Conn {
                 Ok(value)
             }
             Err(err) => {
+                if is_connection_error(&err) {
+                    // Idle blocking connections died with the server; reusing one after it is
+                    // back would report a second outage that never happened.
+                    self.shared
+                        .blocking
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear();
+                }
                 if is_connection_error(&err) && !self.shared.down.swap(true, Ordering::Relaxed) {
                     warn!(
                         url = %self.shared.url, error = %err,

@@ -354,6 +354,8 @@ async fn restarted_redis_is_reconnected_and_logged_once_each_way() {
     .unwrap();
     let b = backend(&server).await;
     let id = b.add(NewJob::new("q", "t", json!(1))).await.unwrap();
+    // An idle worker's wait leaves a blocking connection in the pool, to die with the server.
+    b.wait_for_work("idle", Duration::from_millis(50)).await;
 
     server.kill().unwrap();
     for _ in 0..5 {
@@ -370,6 +372,7 @@ async fn restarted_redis_is_reconnected_and_logged_once_each_way() {
     }
     assert!(back, "never reconnected after the restart");
     for _ in 0..5 {
+        b.wait_for_work("idle", Duration::from_millis(20)).await;
         b.counts("q").await.unwrap();
     }
     assert_eq!(b.get(&id).await.unwrap().unwrap().state, JobState::Waiting);
