@@ -37,6 +37,9 @@ bash scripts/setup/redis.sh
 # The Docker sandbox tests need an engine and the locally built test image.
 bash scripts/setup/docker.sh
 
+say "node and the bullmq npm package for the interop tests"
+bash scripts/setup/node.sh
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,11 +1,14 @@
-//! `smartworker-bench`: measures the embedded SQLite backend and writes each measurement as
-//! JSON, so `bench/run.sh` can merge them into one results file and print a table.
+//! `smartworker-bench`: measures the embedded SQLite backend (or the Redis one, with
+//! `--redis-url`) and writes each measurement as JSON, so `bench/run.sh` and `bench/redis.sh`
+//! can merge them into one results file and print a table.
 //!
 //! Every measurement runs on loopback or on files in a temporary directory that is removed
 //! when it ends; nothing here talks to another host.
 
+mod backend;
 mod latency;
 mod machine;
+mod redis_report;
 mod report;
 mod rss;
 mod stats;
@@ -55,6 +58,8 @@ enum Command {
     Triage(triage::TriageArgs),
     /// Merges the JSON files of a run into one and prints the table.
     Report(report::ReportArgs),
+    /// Merges the JSON files of a `bench/redis.sh` run and prints its table and ratios.
+    RedisReport(redis_report::RedisReportArgs),
 }
 
 #[tokio::main]
@@ -69,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Command::WaitQuiet { below, max_secs } => wait_quiet(below, max_secs).await,
         Command::Triage(args) => write_json(&args.out.clone(), &triage::run(&args)?),
         Command::Report(args) => report::run(&args),
+        Command::RedisReport(args) => redis_report::run(&args),
     }
 }
 

@@ -266,7 +266,7 @@ fn levels_of(series: &[Throughput]) -> BTreeSet<usize> {
         .collect()
 }
 
-fn render_latency(out: &mut String, l: &Latency) {
+pub(crate) fn render_latency(out: &mut String, l: &Latency) {
     let _ = writeln!(
         out,
         "\nenqueue-to-start latency: {} jobs/s asked, {:.1} kept, {} s, concurrency {}, {} jobs",
@@ -318,7 +318,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// `value` rounded to a whole number with thousands separated by commas.
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut grouped = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -354,6 +354,7 @@ mod tests {
                 label: "rust".to_owned(),
                 kind: HandlerKind::Rust,
                 handler: "handler_fn returning null".to_owned(),
+                backend: "sqlite".to_owned(),
                 jobs: 50_000,
                 levels: vec![level(16, 21_000.4, 0.0), level(64, 26_500.0, 0.0)],
             },
@@ -361,6 +362,7 @@ mod tests {
                 label: "bin-true".to_owned(),
                 kind: HandlerKind::Command,
                 handler: "CommandHandler: /bin/true".to_owned(),
+                backend: "sqlite".to_owned(),
                 jobs: 2_000,
                 levels: vec![level(16, 950.0, 812.0)],
             },

@@ -1,6 +1,7 @@
-//! Throughput: how many no-op jobs per second one worker on the embedded backend completes.
+//! Throughput: how many no-op jobs per second one worker completes, on the embedded backend
+//! or on Redis (`--redis-url`).
 //!
-//! Each run uses a fresh queue file in its own temporary directory. The jobs are added with
+//! Each run uses a fresh queue file in its own temporary directory, or fresh Redis keys. The jobs are added with
 //! `add_bulk` before the clock starts; the clock runs from `Worker::spawn` until the worker
 //! has recorded the last job as completed in SQLite. A run fails rather than report a number
 //! when any attempt fails or the run exceeds its deadline.
@@ -15,9 +16,12 @@ use anyhow::{Context, bail, ensure};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use smartworker_core::{Attempt, ClaimRequest, FinishRequest, Handler, NewJob, QueueBackend};
-use smartworker_handler::{CommandHandler, CommandSpec, handler_fn};
-use smartworker_queue::{SqliteBackend, SqliteOptions};
+use smartworker_core::{
+    Attempt, ClaimRequest, FinishRequest, Handler, Job, JobId, NewJob, QueueBackend,
+};
+use smartworker_handler::{
+    CommandHandler, CommandSpec, PersistentCommandHandler, PersistentOptions, handler_fn,
+};
 use smartworker_worker::{Worker, WorkerOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +44,9 @@ pub enum HandlerKind {
     Rust,
     /// `CommandHandler`: one process of `--program` per job.
     Command,
+    /// `PersistentCommandHandler`: `concurrency` long-lived processes of `--program`, one
+    /// JSON line per job each way.
+    Persistent,
     /// No worker and no handler: batches of `concurrency` jobs claimed and finished straight
     /// on the backend, one after the other; the backend's own cost.
     Direct,
@@ -72,6 +79,9 @@ pub struct ThroughputArgs {
     /// The longest one run may take, in seconds.
     #[arg(long, default_value_t = 60)]
     pub deadline_secs: u64,
+    /// Run on this Redis (`redis://127.0.0.1:PORT`) instead of a SQLite file.
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// Where to write the JSON.
     #[arg(long)]
     pub out: PathBuf,
@@ -86,6 +96,9 @@ pub struct Throughput {
     pub kind: HandlerKind,
     /// What runs each job, in words.
     pub handler: String,
+    /// `sqlite` or `redis`.
+    #[serde(default)]
+    pub backend: String,
     /// Jobs per run.
     pub jobs: usize,
     /// One entry per concurrency level.
@@ -141,6 +154,7 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Throughput> {
         label: args.label.clone(),
         kind: args.handler,
         handler: describe_handler(args),
+        backend: crate::backend::name(args.redis_url.as_deref()).to_owned(),
         jobs: args.jobs,
         levels,
     })
@@ -173,8 +187,7 @@ async fn level(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Leve
 
 async fn one_run(args: &ThroughputArgs, concurrency: usize) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let backend = SqliteBackend::open(&dir.path().join("queue.db"), SqliteOptions::default())?;
-    let backend: Arc<dyn QueueBackend> = Arc::new(backend);
+    let backend = crate::backend::open(args.redis_url.as_deref(), dir.path()).await?;
     let bulk_add_per_sec = fill(&backend, args.jobs).await?;
 
     let cpu = CpuClock::start()?;
@@ -215,7 +228,7 @@ async fn drive_worker(
         concurrency,
         ..WorkerOptions::default()
     };
-    let handler = make_handler(args, cwd);
+    let handler = make_handler(args, cwd, concurrency).await?;
     let started = Instant::now();
     let worker = Worker::spawn(Arc::clone(backend), QUEUE, handler, opts);
     let waited = wait_for_all(&worker, args.jobs, Duration::from_secs(args.deadline_secs)).await;
@@ -307,30 +320,64 @@ async fn wait_for_all(worker: &Worker, jobs: usize, deadline: Duration) -> anyho
     }
 }
 
-fn make_handler(args: &ThroughputArgs, cwd: &Path) -> Arc<dyn Handler> {
-    match args.handler {
+/// The handler of a run. A persistent pool is started and has answered one warm-up job per
+/// process before the clock starts, so the rate is its steady state rather than its start-up.
+async fn make_handler(
+    args: &ThroughputArgs,
+    cwd: &Path,
+    concurrency: usize,
+) -> anyhow::Result<Arc<dyn Handler>> {
+    let argv: Vec<&str> = args.args.iter().map(String::as_str).collect();
+    let spec = CommandSpec::new(args.program.clone(), &argv, cwd);
+    Ok(match args.handler {
         HandlerKind::Rust | HandlerKind::Direct => {
             Arc::new(handler_fn(|_job| async { Ok(Value::Null) }))
         }
-        HandlerKind::Command => {
-            let argv: Vec<&str> = args.args.iter().map(String::as_str).collect();
-            Arc::new(CommandHandler::new(CommandSpec::new(
-                args.program.clone(),
-                &argv,
-                cwd,
-            )))
+        HandlerKind::Command => Arc::new(CommandHandler::new(spec)),
+        HandlerKind::Persistent => {
+            let pool = PersistentCommandHandler::new(spec, PersistentOptions::new(concurrency));
+            pool.prestart()
+                .context("cannot start the persistent handler's processes")?;
+            let pool: Arc<dyn Handler> = Arc::new(pool);
+            warm_up(&pool, concurrency).await?;
+            pool
+        }
+    })
+}
+
+/// Runs `n` jobs at once through `handler`, outside any queue, so each of its `n` processes
+/// has loaded its interpreter and answered once.
+async fn warm_up(handler: &Arc<dyn Handler>, n: usize) -> anyhow::Result<()> {
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let handler = Arc::clone(handler);
+        let job = Job::stored(
+            JobId(format!("warm-up-{i}")),
+            NewJob::new(QUEUE, "warm-up", json!({ "i": i })),
+            0,
+        );
+        runs.spawn(async move { handler.run(&job).await });
+    }
+    while let Some(done) = runs.join_next().await {
+        if let Err(failure) = done.context("a warm-up job panicked")? {
+            bail!("a warm-up job failed: {}", failure.message);
         }
     }
+    Ok(())
 }
 
 fn describe_handler(args: &ThroughputArgs) -> String {
     match args.handler {
         HandlerKind::Rust => "handler_fn returning null".to_owned(),
         HandlerKind::Direct => "no worker: claim and finish batches on the backend".to_owned(),
-        HandlerKind::Command => {
+        HandlerKind::Command | HandlerKind::Persistent => {
             let mut words = vec![args.program.clone()];
             words.extend(args.args.iter().map(|a| shell_quote(a)));
-            format!("CommandHandler: {}", words.join(" "))
+            let kind = match args.handler {
+                HandlerKind::Persistent => "PersistentCommandHandler",
+                _ => "CommandHandler",
+            };
+            format!("{kind}: {}", words.join(" "))
         }
     }
 }
@@ -360,6 +407,7 @@ mod tests {
             concurrency: vec![4],
             repeats: 1,
             deadline_secs: 30,
+            redis_url: None,
             out: PathBuf::new(),
         }
     }
@@ -388,6 +436,28 @@ mod tests {
         assert_eq!(result.handler, "CommandHandler: /bin/sh -c 'echo null'");
         assert!(result.levels[0].median_jobs_per_sec > 0.0);
         assert!(result.levels[0].median_child_cpu_us_per_job > 0.0);
+    }
+
+    #[tokio::test]
+    async fn persistent_run_on_redis_completes_every_job_on_prestarted_processes() {
+        let redis = smartworker_queue_redis::testing::RedisServer::start().unwrap();
+        let mut persistent = args(HandlerKind::Persistent, 200);
+        persistent.program = "python3".to_owned();
+        persistent.args = vec![
+            "-c".to_owned(),
+            "import json, sys\nfor line in sys.stdin:\n    \
+             print(json.dumps({'id': json.loads(line)['id'], 'ok': True}), flush=True)"
+                .to_owned(),
+        ];
+        persistent.redis_url = Some(redis.url());
+        let result = run(&persistent).await.unwrap();
+        assert_eq!(result.backend, "redis");
+        assert!(
+            result
+                .handler
+                .starts_with("PersistentCommandHandler: python3")
+        );
+        assert!(result.levels[0].median_jobs_per_sec > 0.0);
     }
 
     #[tokio::test]

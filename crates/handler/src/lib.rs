@@ -4,12 +4,14 @@
 //! [`run_command`] is the only place a one-shot handler process is started, on the host or
 //! wrapped in a sandbox, so a sandboxed re-run differs from the original only in where it
 //! runs. [`PersistentCommandHandler`] starts its processes with the same setup (own process
-//! group, piped stdio, killed on drop).
+//! group, piped stdio, killed on drop). [`CommandMode::outcome`] reads one run of either kind,
+//! which is how a sandboxed re-run of a persistent handler is judged by its answer.
 
 mod capture;
 mod command;
 mod function;
 mod job;
+mod mode;
 mod outcome;
 mod persistent;
 
@@ -19,5 +21,8 @@ pub use command::{
 };
 pub use function::{FnHandler, handler_fn};
 pub use job::{CommandHandler, EXECUTION_CONTEXT_VAR, job_env, job_stdin};
+pub use mode::CommandMode;
 pub use outcome::job_outcome;
-pub use persistent::{DEFAULT_STDERR_TAIL_BYTES, PersistentCommandHandler, PersistentOptions};
+pub use persistent::{
+    DEFAULT_STDERR_TAIL_BYTES, PersistentCommandHandler, PersistentOptions, single_run_outcome,
+};

@@ -23,11 +23,18 @@
 //! stderr tail as the stack. A job that times out (`job.opts.timeout`, else the spec's) has
 //! the process's whole group killed. A run future that is dropped kills its process too. In
 //! each case the next job gets a fresh process, so no process is reused in an unknown state.
+//!
+//! # One job, then end of input
+//!
+//! A sandboxed re-run starts the same command once, writes one request line and closes stdin;
+//! a handler should exit when its stdin ends. [`single_run_outcome`] reads that run by the
+//! same rules: the answer decides, even if the process then exits non-zero or hangs until the
+//! sandbox kills it; without an answer, what ended the process is the failure.
 
 use crate::capture::Capture;
-use crate::command::{CommandSpec, GroupKill, HandlerError, OUTPUT_GRACE, command};
+use crate::command::{CommandOutput, CommandSpec, GroupKill, HandlerError, OUTPUT_GRACE, command};
 use crate::job::{EXECUTION_CONTEXT_VAR, job_stdin};
-use crate::outcome::{MAX_MESSAGE_CHARS, signal_message, timed_out_message};
+use crate::outcome::{MAX_MESSAGE_CHARS, job_outcome, signal_message, timed_out_message};
 use async_trait::async_trait;
 use serde_json::Value;
 use smartworker_core::{Handler, Job, JobFailure, JobId};
@@ -109,6 +116,23 @@ impl PersistentCommandHandler {
     /// Its pool options.
     pub fn options(&self) -> &PersistentOptions {
         &self.options
+    }
+
+    /// Starts processes until `processes` are alive, so the first jobs do not wait for them;
+    /// returns how many it started. Without it, processes start with the jobs that need them.
+    ///
+    /// # Errors
+    /// [`HandlerError`] when the command cannot be started; the processes started before
+    /// stay in the pool.
+    pub fn prestart(&self) -> Result<usize, HandlerError> {
+        let mut idle = lock(&self.idle);
+        idle.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
+        let busy = self.options.processes - self.slots.available_permits();
+        let missing = self.options.processes.saturating_sub(idle.len() + busy);
+        for _ in 0..missing {
+            idle.push(Process::start(&self.spec, self.options.stderr_tail_bytes)?);
+        }
+        Ok(missing)
     }
 
     /// Kills every idle process now and every busy one when its job ends; later jobs fail.
@@ -389,6 +413,28 @@ async fn drain_stderr(mut pipe: ChildStderr, tail: Arc<Mutex<Capture>>) {
     }
 }
 
+/// The outcome of job `id` from one run of a persistent handler that was fed its request and
+/// then end of input (see the module docs).
+///
+/// The first stdout line answering `id` decides. Without one, a process that failed, was
+/// killed or timed out fails as a one-shot command would, and one that exited 0 fails for not
+/// answering; the stack is its stderr.
+///
+/// # Errors
+/// The job's [`JobFailure`] unless the answer says `"ok": true`.
+pub fn single_run_outcome(output: &CommandOutput, id: &JobId) -> Result<Value, JobFailure> {
+    let answer = output
+        .stdout
+        .lines()
+        .find_map(|line| parse_answer(line.as_bytes(), id));
+    if let Some(result) = answer {
+        return result;
+    }
+    job_outcome(output)?;
+    let message = format!("handler exited without answering job {id}");
+    Err(failure(message, &output.stderr))
+}
+
 /// The job's outcome if `line` answers job `id`; `None` for any other line.
 fn parse_answer(line: &[u8], id: &JobId) -> Option<Result<Value, JobFailure>> {
     let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(line) else {
@@ -489,6 +535,64 @@ mod tests {
         check(r#"{"ok":true}"#, expect!["ignored"]);
         check(r#"{"id":"8","ok":true}"#, expect!["ignored"]);
         check(r#"{"id":null,"ok":true}"#, expect!["ignored"]);
+    }
+
+    fn single_run(exit_code: Option<i32>, stdout: &str, stderr: &str) -> String {
+        let output = CommandOutput {
+            exit_code,
+            signal: None,
+            stdout: stdout.to_owned(),
+            stderr: stderr.to_owned(),
+            timed_out: false,
+            duration: Duration::from_millis(40),
+            truncated: false,
+        };
+        match single_run_outcome(&output, &JobId::from("7")) {
+            Ok(value) => format!("ok {value}"),
+            Err(failure) => format!("failed {:?} stack={:?}", failure.message, failure.stack),
+        }
+    }
+
+    #[test]
+    fn single_run_is_judged_by_its_answer_not_its_exit_code() {
+        let shown = [
+            single_run(
+                Some(0),
+                "{\"id\":\"7\",\"ok\":false,\"error\":\"KeyError: 'a'\"}\n",
+                "",
+            ),
+            single_run(
+                Some(0),
+                "log\n{\"id\":\"7\",\"ok\":true,\"result\":1}\n",
+                "",
+            ),
+            single_run(Some(1), "{\"id\":\"7\",\"ok\":true}\n", "crashed at exit\n"),
+        ];
+        expect![[r#"
+            [
+                "failed \"KeyError: 'a'\" stack=None",
+                "ok 1",
+                "ok null",
+            ]
+        "#]]
+        .assert_debug_eq(&shown);
+    }
+
+    #[test]
+    fn single_run_without_an_answer_fails_with_what_ended_it() {
+        let shown = [
+            single_run(Some(0), "{\"id\":\"8\",\"ok\":true}\n{\"ok\":true}\n", ""),
+            single_run(Some(2), "", "Traceback:\nKeyError: 'email'\n"),
+            single_run(Some(0), "", "reading stdin\n"),
+        ];
+        expect![[r#"
+            [
+                "failed \"handler exited without answering job 7\" stack=None",
+                "failed \"KeyError: 'email'\" stack=Some(\"Traceback:\\nKeyError: 'email'\\n\")",
+                "failed \"handler exited without answering job 7\" stack=Some(\"reading stdin\\n\")",
+            ]
+        "#]]
+        .assert_debug_eq(&shown);
     }
 
     #[test]

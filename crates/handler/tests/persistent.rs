@@ -271,6 +271,32 @@ async fn thirty_concurrent_jobs_use_at_most_three_processes() {
 }
 
 #[tokio::test]
+async fn prestart_fills_the_pool_once_and_jobs_use_those_processes() {
+    let fx = fixture(3);
+    assert_eq!(fx.handler.prestart().unwrap(), 3);
+    assert_eq!(
+        fx.handler.prestart().unwrap(),
+        0,
+        "the pool is already full"
+    );
+    let mut jobs = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let handler = Arc::clone(&fx.handler);
+        jobs.spawn(async move { handler.run(&job(&n.to_string(), json!({}))).await });
+    }
+    let mut pids = BTreeSet::new();
+    while let Some(done) = jobs.join_next().await {
+        pids.insert(pid_of(&done.unwrap().unwrap()));
+    }
+    assert!(pids.len() <= 3, "{pids:?}");
+    assert_eq!(
+        fx.handler.prestart().unwrap(),
+        0,
+        "no process died or was added"
+    );
+}
+
+#[tokio::test]
 async fn loud_stderr_does_not_block_the_process() {
     let fx = fixture(1);
     for n in 0..5 {

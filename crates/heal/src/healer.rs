@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use smartworker_core::{Handler, Job, JobFailure, JobId, JobState, QueueBackend};
 use smartworker_edits::{Edit, Limits};
-use smartworker_handler::{CommandHandler, CommandOutput, CommandSpec, job_outcome, job_stdin};
+use smartworker_handler::{CommandHandler, CommandMode, CommandOutput, CommandSpec, job_stdin};
 use smartworker_memory::{
     AttemptTimings, ChunkKind, EmbeddedChunks, FailureInput, FailureRecord, FallbackEmbedder,
     FixSource, FrameInput, HealAttemptRecord, MemoryStore, NewFix, SimilarFailure,
@@ -258,6 +258,8 @@ struct Round<'a> {
 /// Heals dead-lettered jobs.
 pub struct Healer {
     parts: HealerParts,
+    /// Queues whose command is not one-shot; the re-run is read the way they answer.
+    modes: HashMap<String, CommandMode>,
     events: broadcast::Sender<HealEvent>,
 }
 
@@ -265,7 +267,18 @@ impl Healer {
     /// A healer from its parts.
     pub fn new(parts: HealerParts) -> Healer {
         let (events, _) = broadcast::channel(256);
-        Healer { parts, events }
+        Healer {
+            parts,
+            modes: HashMap::new(),
+            events,
+        }
+    }
+
+    /// Says how each queue's command talks (queues not named are one-shot), so a persistent
+    /// handler's re-run is fed one request line and judged by its answer, not its exit code.
+    pub fn with_command_modes(mut self, modes: HashMap<String, CommandMode>) -> Healer {
+        self.modes = modes;
+        self
     }
 
     /// Progress events of every run.
@@ -604,12 +617,13 @@ impl Healer {
             Verification::Ran {
                 output, outcome, ..
             } => {
-                let error = outcome
-                    .as_ref()
-                    .err()
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default();
-                let stderr = mask_secrets(&output.stderr, &self.settings().secrets);
+                let failure = outcome.as_ref().err();
+                let error = failure.map(|f| f.message.clone()).unwrap_or_default();
+                // The failure's own stack: stderr for a one-shot command, the answer's `stack`
+                // for a persistent one.
+                let stack = failure.and_then(|f| f.stack.as_deref());
+                let stderr =
+                    mask_secrets(stack.unwrap_or(&output.stderr), &self.settings().secrets);
                 (
                     prompt::still_failing(&error, &stderr),
                     "the job still failed in the sandbox with the model's last fix".to_owned(),
@@ -661,7 +675,8 @@ impl Healer {
             Ok(output) => output,
             Err(err) => return Verification::Refused(format!("the sandbox could not run: {err}")),
         };
-        let mut outcome = job_outcome(&output);
+        let mode = self.modes.get(&job.queue).copied().unwrap_or_default();
+        let mut outcome = mode.outcome(&output, job);
         if outcome.is_ok()
             && let Err(failure) = self.run_checks(&ws, &opts, sandbox).await
         {

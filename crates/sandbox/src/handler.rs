@@ -9,7 +9,7 @@ use crate::{BackendChoice, SandboxBackend, SandboxOptions, Workspace, WorkspaceO
 use async_trait::async_trait;
 use serde_json::Value;
 use smartworker_core::{Handler, Job, JobFailure};
-use smartworker_handler::{CommandHandler, CommandSpec, job_env, job_outcome, job_stdin};
+use smartworker_handler::{CommandHandler, CommandMode, CommandSpec, job_env, job_stdin};
 use std::path::PathBuf;
 
 /// Runs each job of a command queue in the sandbox.
@@ -20,6 +20,7 @@ pub struct SandboxHandler {
     backend: BackendChoice,
     /// The backend the choice resolved to, found once by the first job.
     resolved: tokio::sync::OnceCell<SandboxBackend>,
+    mode: CommandMode,
 }
 
 impl SandboxHandler {
@@ -31,6 +32,7 @@ impl SandboxHandler {
             opts,
             backend: BackendChoice::default(),
             resolved: tokio::sync::OnceCell::new(),
+            mode: CommandMode::OneShot,
         }
     }
 
@@ -38,6 +40,14 @@ impl SandboxHandler {
     #[must_use]
     pub fn with_backend(mut self, backend: BackendChoice) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// Reads each run the way `mode` answers. A persistent handler still gets a fresh process
+    /// per job here (its request line, then end of input), since each job has its own copy.
+    #[must_use]
+    pub fn with_mode(mut self, mode: CommandMode) -> Self {
+        self.mode = mode;
         self
     }
 }
@@ -69,7 +79,7 @@ impl Handler for SandboxHandler {
             .await;
         let _ = ws.destroy();
         let output = run.map_err(|e| JobFailure::new(format!("sandbox run failed: {e}")))?;
-        job_outcome(&output)
+        self.mode.outcome(&output, job)
     }
 }
 

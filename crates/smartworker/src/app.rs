@@ -7,7 +7,9 @@ use crate::config::{Config, ExecutionContext, QueueBackendKind, QueueConfig, San
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
-use smartworker_handler::{CommandHandler, CommandSpec};
+use smartworker_handler::{
+    CommandHandler, CommandMode, CommandSpec, PersistentCommandHandler, PersistentOptions,
+};
 use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
 use smartworker_memory::{FallbackEmbedder, MemoryStore};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
@@ -85,6 +87,7 @@ fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
         .context("queue.backend is redis but neither APP_REDIS_URL nor APP_REDIS_HOST is set")?;
     let mut opts = RedisOptions::new(url.expose());
     opts.prefix.clone_from(&cfg.queue_store.redis_prefix);
+    opts.max_stalled = cfg.queue_store.redis_max_stalled;
     opts.cluster = cfg.queue_store.redis_cluster;
     opts.dead_letter_queues = cfg
         .queues
@@ -123,7 +126,12 @@ impl App {
             .iter()
             .map(|(name, q)| (name.clone(), command_spec(&cfg, q)))
             .collect();
-        let healer = Arc::new(Healer::new(HealerParts {
+        let modes: HashMap<String, CommandMode> = cfg
+            .queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.mode))
+            .collect();
+        let healer = Healer::new(HealerParts {
             backend: Arc::clone(&backend),
             memory: memory.clone(),
             model: model_client(&cfg)?,
@@ -131,12 +139,15 @@ impl App {
             notifier: Arc::clone(&notifier),
             commands: commands.clone(),
             settings: heal_settings(&cfg),
-        }));
+        })
+        .with_command_modes(modes);
+        let healer = Arc::new(healer);
         let mut handlers: BTreeMap<String, Arc<dyn Handler>> = commands
             .into_iter()
-            .map(|(name, spec)| {
-                let handler = command_handler(&cfg, &name, spec);
-                (name, handler)
+            .filter_map(|(name, spec)| {
+                let queue = cfg.queues.get(&name)?;
+                let handler = command_handler(&cfg, &name, queue, spec);
+                Some((name, handler))
             })
             .collect();
         handlers.insert(
@@ -258,15 +269,29 @@ fn overlay_options(defaults: JobOptions, opts: Option<Value>) -> Result<JobOptio
     Ok(opts)
 }
 
-/// A queue's handler: on the host, or in the queue's sandbox for every job when
+/// A queue's handler: on the host (a process per job, or a pool of long-lived processes for
+/// `mode = "persistent"`), or in the queue's sandbox for every job when
 /// `EXECUTION_CONTEXT=sandbox`.
-fn command_handler(cfg: &Config, queue: &str, spec: CommandSpec) -> Arc<dyn Handler> {
-    match cfg.execution_context {
-        ExecutionContext::Host => Arc::new(CommandHandler::new(spec)),
-        ExecutionContext::Sandbox => {
+fn command_handler(
+    cfg: &Config,
+    name: &str,
+    queue: &QueueConfig,
+    spec: CommandSpec,
+) -> Arc<dyn Handler> {
+    match (cfg.execution_context, queue.mode) {
+        (ExecutionContext::Host, CommandMode::OneShot) => Arc::new(CommandHandler::new(spec)),
+        (ExecutionContext::Host, CommandMode::Persistent) => {
+            let options = PersistentOptions::new(queue.process_count());
+            Arc::new(PersistentCommandHandler::new(spec, options))
+        }
+        // Each sandboxed job gets its own copy of the project, so even a persistent handler
+        // runs one process per job there, fed its request line and then end of input.
+        (ExecutionContext::Sandbox, mode) => {
             let policy = sandbox_policy(cfg);
-            let handler = SandboxHandler::new(spec, cfg.root_dir.clone(), sandbox_options(cfg));
-            Arc::new(handler.with_backend(policy.for_queue(queue).clone()))
+            let handler = SandboxHandler::new(spec, cfg.root_dir.clone(), sandbox_options(cfg))
+                .with_backend(policy.for_queue(name).clone())
+                .with_mode(mode);
+            Arc::new(handler)
         }
     }
 }

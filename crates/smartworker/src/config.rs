@@ -14,6 +14,7 @@
 //!   working directory when it came from the environment.
 //! - Queues (`[queues.<name>]`) and `heal.check_command` can only be set in the toml.
 
+mod command_mode;
 mod dotenv;
 mod file;
 mod queue_store;
@@ -26,6 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use smartworker_core::{Backoff, JobOptions};
+use smartworker_handler::CommandMode;
 
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
@@ -80,6 +82,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("redis.port", "APP_REDIS_PORT"),
     setting("redis.url", "APP_REDIS_URL"),
     setting("redis.prefix", "APP_REDIS_PREFIX"),
+    setting("redis.max_stalled", "APP_REDIS_MAX_STALLED"),
     setting("redis.cluster", "APP_REDIS_CLUSTER"),
     setting("queue.backend", "APP_QUEUE_BACKEND"),
     setting("smtp.host", "APP_SMTP_HOST"),
@@ -376,6 +379,11 @@ pub struct QueueConfig {
     pub autofix: bool,
     /// Host environment variables passed on to the handler; all others are withheld.
     pub env: Vec<String>,
+    /// `oneshot` (the default): a process per job; `persistent`: long-lived processes that
+    /// read one job per line on stdin and answer each on stdout.
+    pub mode: CommandMode,
+    /// How many processes a persistent queue keeps (default: its concurrency).
+    pub processes: Option<u32>,
     /// The Redis backend's dead-letter queue for this queue (default `<queue>-dlq`).
     pub dead_letter_queue: Option<String>,
     /// This queue's sandbox backend, instead of `heal.sandbox`.
@@ -395,6 +403,8 @@ impl Default for QueueConfig {
             lock_ms: 30_000,
             autofix: false,
             env: Vec::new(),
+            mode: CommandMode::OneShot,
+            processes: None,
             dead_letter_queue: None,
             sandbox: None,
             sandbox_image: None,
@@ -403,6 +413,12 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// How many processes a persistent queue keeps: `processes`, else one per concurrent job.
+    pub fn process_count(&self) -> usize {
+        let count = self.processes.unwrap_or(self.concurrency);
+        usize::try_from(count).unwrap_or(1).max(1)
+    }
+
     /// The options a job added to this queue gets unless its producer says otherwise.
     pub fn job_options(&self) -> JobOptions {
         JobOptions {

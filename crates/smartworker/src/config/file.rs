@@ -9,6 +9,7 @@ use smartworker_core::{Backoff, validate_queue_name};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::command_mode;
 use super::value::{Origin, Raw, Scalar};
 use super::{ConfigError, QueueConfig, SETTINGS};
 
@@ -37,6 +38,8 @@ const QUEUE_KEYS: &[&str] = &[
     "lock_ms",
     "autofix",
     "env",
+    "mode",
+    "processes",
     "dead_letter_queue",
     "sandbox",
     "sandbox_image",
@@ -213,6 +216,7 @@ fn queue(
 ) -> Result<QueueConfig, ConfigError> {
     let mut queue = QueueConfig::default();
     let mut command = None;
+    let mut processes = None;
     for (field, value) in doc.table(key, value)? {
         let path = format!("{key}.{}", field.get_ref());
         let raw = doc.raw(path.clone(), value);
@@ -225,6 +229,11 @@ fn queue(
             "lock_ms" => queue.lock_ms = raw.positive()?,
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
+            "mode" => queue.mode = command_mode::mode(&raw)?,
+            "processes" => {
+                queue.processes = Some(raw.positive_u32()?);
+                processes = Some(raw);
+            }
             "dead_letter_queue" => queue.dead_letter_queue = Some(queue_name(&raw)?),
             other => match super::sandbox::queue_field(&mut queue, other, &raw) {
                 Some(read) => read?,
@@ -237,6 +246,7 @@ fn queue(
         return Err(doc.invalid(name_span, key, message));
     };
     queue.command = command;
+    command_mode::check_processes(queue.mode, processes.as_ref())?;
     Ok(queue)
 }
 

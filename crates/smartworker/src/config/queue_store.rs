@@ -8,6 +8,9 @@ use super::{Config, ConfigError, Layers, Secret, url_host};
 /// BullMQ's default key prefix.
 const DEFAULT_PREFIX: &str = "bull";
 
+/// BullMQ's default `maxStalledCount`.
+const DEFAULT_MAX_STALLED: u32 = 1;
+
 /// Which queue backend holds the jobs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QueueBackendKind {
@@ -29,6 +32,9 @@ pub struct QueueStoreConfig {
     /// `redis.prefix` / `APP_REDIS_PREFIX`: BullMQ's key prefix, default `bull`; a hash-tagged
     /// one such as `{sw}` for Redis Cluster.
     pub redis_prefix: String,
+    /// `redis.max_stalled` / `APP_REDIS_MAX_STALLED`: how many times a job whose worker died
+    /// is run again before it is dead-lettered instead (BullMQ's `maxStalledCount`, default 1).
+    pub redis_max_stalled: u32,
     /// `redis.cluster` / `APP_REDIS_CLUSTER`: talk to a Redis Cluster, the URL naming a seed
     /// node; needs a hash-tagged prefix.
     pub redis_cluster: bool,
@@ -40,6 +46,7 @@ impl Default for QueueStoreConfig {
             backend: QueueBackendKind::Sqlite,
             redis_url: None,
             redis_prefix: DEFAULT_PREFIX.to_owned(),
+            redis_max_stalled: DEFAULT_MAX_STALLED,
             redis_cluster: false,
         }
     }
@@ -55,6 +62,9 @@ pub(super) fn read(layers: &Layers) -> Result<QueueStoreConfig, ConfigError> {
     let redis_prefix = layers
         .read("redis.prefix", prefix)?
         .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+    let redis_max_stalled = layers
+        .read("redis.max_stalled", Raw::positive_u32)?
+        .unwrap_or(DEFAULT_MAX_STALLED);
     if backend == QueueBackendKind::Redis
         && redis_url.is_none()
         && layers.get("redis.host").is_none()
@@ -78,6 +88,7 @@ pub(super) fn read(layers: &Layers) -> Result<QueueStoreConfig, ConfigError> {
         backend,
         redis_url,
         redis_prefix,
+        redis_max_stalled,
         redis_cluster,
     })
 }

@@ -81,6 +81,7 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 backend: Sqlite,
                 redis_url: None,
                 redis_prefix: "bull",
+                redis_max_stalled: 1,
                 redis_cluster: false,
             },
             smtp: SmtpConfig {
@@ -248,7 +249,7 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         None,
         &[],
         expect![
-            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, dead_letter_queue, sandbox, sandbox_image"
+            "smartworker.toml:3: queues.signup.atempts: unknown key; expected one of command, concurrency, attempts, backoff, timeout_ms, lock_ms, autofix, env, mode, processes, dead_letter_queue, sandbox, sandbox_image"
         ],
     );
 
@@ -341,6 +342,8 @@ command = ["node", "handlers/email.js"]
                 lock_ms: 30000,
                 autofix: false,
                 env: [],
+                mode: OneShot,
+                processes: None,
                 dead_letter_queue: None,
                 sandbox: None,
                 sandbox_image: None,
@@ -366,6 +369,8 @@ command = ["node", "handlers/email.js"]
                     "DATABASE_URL",
                     "STRIPE_KEY",
                 ],
+                mode: OneShot,
+                processes: None,
                 dead_letter_queue: None,
                 sandbox: None,
                 sandbox_image: None,
@@ -696,5 +701,22 @@ fn root_sandbox_uid_and_unknown_backends_are_refused() {
         expect![[
             r#"smartworker.toml:3: queues.signup.sandbox_image: "my image" is not a docker image name"#
         ]],
+    );
+}
+
+#[test]
+fn redis_max_stalled_defaults_to_bullmqs_and_refuses_non_numbers() {
+    let project = Project::new();
+    project.file("smartworker.toml", "[redis]\nmax_stalled = 20\n");
+    assert_eq!(project.load(&[]).queue_store.redis_max_stalled, 20);
+    let from_env = project.load(&[("APP_REDIS_MAX_STALLED", "3")]);
+    assert_eq!(from_env.queue_store.redis_max_stalled, 3);
+    project.file("smartworker.toml", "");
+    assert_eq!(project.load(&[]).queue_store.redis_max_stalled, 1);
+    check_error(
+        &project,
+        None,
+        &[("APP_REDIS_MAX_STALLED", "many")],
+        expect![[r#"environment: APP_REDIS_MAX_STALLED: "many" is not a positive integer"#]],
     );
 }

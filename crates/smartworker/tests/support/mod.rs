@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses only part of the support")]
 
+pub mod project;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, ExitStatus};
