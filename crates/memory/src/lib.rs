@@ -8,6 +8,8 @@
 
 mod backend;
 mod chunk;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod db;
 mod embed;
 mod error;
