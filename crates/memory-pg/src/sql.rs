@@ -320,11 +320,40 @@ async fn best_per_group(
             .map_err(pg_error)?;
         let exhausted = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
         let best = best_of(&rows);
-        if best.len() >= q.k || exhausted || limit >= MAX_CANDIDATES {
+        if best.len() >= q.k {
             return Ok(best);
+        }
+        if exhausted || limit >= MAX_CANDIDATES {
+            return exact_best_per_group(tx, q, model_id).await;
         }
         limit = limit.saturating_mul(4);
     }
+}
+
+/// The exact answer, reading every chunk of the model: used when the index ran out before it
+/// found `k` groups. That happens when fewer than `k` groups exist (a small store, so cheap),
+/// or when hundreds of near-identical failures of one group fill the graph around the query
+/// and its links lead nowhere else.
+// FIXME: a large store with fewer than k groups pays a full scan per search; counting the
+// model's groups first would skip the index pass there.
+async fn exact_best_per_group(
+    tx: &Transaction<'_>,
+    q: &SimilarQuery<'_>,
+    model_id: i32,
+) -> Result<HashMap<i64, (i64, f32)>, MemoryError> {
+    let sql = format!(
+        "SELECT DISTINCT ON (group_id) failure_id, group_id, (1 - (embedding <=> $1))::real
+         FROM mem_chunks
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL
+           AND ($2::bigint IS NULL OR group_id <> $2)
+         ORDER BY group_id, embedding <=> $1, failure_id DESC"
+    );
+    let query = Vector::from(q.vector.to_vec());
+    let rows = tx
+        .query(&sql, &[&query, &q.exclude_group])
+        .await
+        .map_err(pg_error)?;
+    Ok(best_of(&rows))
 }
 
 fn best_of(rows: &[Row]) -> HashMap<i64, (i64, f32)> {
