@@ -33,6 +33,8 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 fi
 python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; exit 1; }
 bwrap --version
+# PostgreSQL 16 with pgvector for the memory-pg tests (each test starts its own server).
+bash scripts/setup/postgres.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

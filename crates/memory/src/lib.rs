@@ -1,20 +1,26 @@
 //! SmartWorker's memory: every final failure and every fix, with embeddings, so a repeat
 //! failure is recognised and a verified fix reused.
 //!
-//! This crate holds the embedded store (the queue's SQLite file, `mem_` tables, exact cosine
-//! search), the embedders that feed it, and the chunking of failures and fixes. It records
-//! whether a fix was verified as it is told and never judges a fix itself.
+//! This crate holds the store façade ([`MemoryStore`]) over the [`MemoryBackend`] trait, the
+//! embedded backend (the queue's SQLite file, `mem_` tables, exact cosine search), the embedders
+//! that feed it, and the chunking of failures and fixes. It records whether a fix was verified
+//! as it is told and never judges a fix itself.
 
+mod backend;
 mod chunk;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod db;
 mod embed;
 mod error;
 mod record;
 mod schema;
 mod secrets;
+mod sqlite;
 mod store;
 mod vector;
 
+pub use backend::MemoryBackend;
 pub use chunk::{
     Chunk, ChunkKind, FailureInput, FrameInput, chunks_for_failure, chunks_for_fix, payload_shape,
 };
@@ -30,5 +36,6 @@ pub use record::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use secrets::{MASK, mask_payload, mask_secrets};
+pub use sqlite::SqliteBackend;
 pub use store::MemoryStore;
 pub use vector::cosine;
