@@ -368,6 +368,10 @@ mod tests {
         expect![[r#"
             [
                 Chunk {
+                    kind: Summary,
+                    text: "KeyError: 'email'\nin create_user (app/users.py)\nin app/main.py",
+                },
+                Chunk {
                     kind: Error,
                     text: "KeyError: 'email'",
                 },
@@ -394,7 +398,11 @@ mod tests {
         input.message = "user 4821 (5f0c2a9e-1b7d-4c3e-9a8f-0123456789ab) not found at \
                          2026-03-01T10:12:01Z, request deadbeef42 via 0x7f3a"
             .into();
-        expect![[r#""#]].assert_eq(&summary_text(&input));
+        expect![[r#"
+            KeyError: user <n> (<id>) not found at <n>-<n>-<n>T<n>:<n>:<n>Z, request <id> via <id>
+            in create_user (app/users.py)
+            in app/main.py"#]]
+        .assert_eq(&summary_text(&input));
     }
 
     #[test]
