@@ -664,7 +664,11 @@ async fn fix_detail_serialises_to_the_api_json() {
 async fn a_version_1_file_gains_full_text_search_for_the_failures_it_holds() {
     let (_dir, path) = store_file();
     let store = MemoryStore::open(&path).unwrap();
-    let old = record(&store, failure("1", "fp", "QuotaError", "mailbox quota exceeded")).await;
+    let old = record(
+        &store,
+        failure("1", "fp", "QuotaError", "mailbox quota exceeded"),
+    )
+    .await;
     drop(store);
 
     // Back to what version 1 wrote: no full-text table, no summary index.
