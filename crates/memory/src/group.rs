@@ -17,7 +17,7 @@ pub const DETAIL_FAILURES: usize = 20;
 /// a group, chosen for all-MiniLM-L6-v2 over a labelled set of failure pairs (two runs of one
 /// bug against two bugs in one file); `bench/GROUPING.md` shows the measurement. Other models
 /// spread their similarities differently and need their own value.
-pub const DEFAULT_GROUP_THRESHOLD: f32 = 0.9;
+pub const DEFAULT_GROUP_THRESHOLD: f32 = 0.82;
 
 /// How a failure whose fingerprint is new may still join an existing group.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

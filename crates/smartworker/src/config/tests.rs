@@ -560,3 +560,59 @@ fn service_urls_are_built_from_hosts_and_ports() {
         expect![[r#"environment: APP_LLM_URL: "localhost:8100" is not an http or https URL"#]],
     );
 }
+
+#[test]
+fn embedder_and_memory_settings_are_read_from_every_layer() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[memory]\nmodel_dir = \"models/minilm\"\ngroup_threshold = 0.85\n\n[embed]\nbatch_size = 8\n",
+    );
+    let env = [
+        ("APP_LLM_API_KEY", "llm-key"),
+        ("APP_EMBED_DIMENSIONS", "1024"),
+        ("APP_EMBED_TIMEOUT_SECS", "3"),
+    ];
+    let config = project.load(&env);
+    assert_eq!(
+        config.memory.model_dir,
+        Some(project.root().join("models/minilm"))
+    );
+    assert!((config.memory.group_threshold - 0.85).abs() < 1e-6);
+    assert_eq!(
+        (
+            config.embed.batch_size,
+            config.embed.dimensions,
+            config.embed.timeout_secs
+        ),
+        (8, Some(1024), 3)
+    );
+    // Without its own key, the embeddings server gets the model server's.
+    assert_eq!(
+        config.embed.api_key.as_ref().map(Secret::expose),
+        Some("llm-key")
+    );
+
+    let own = project.load(&[
+        ("APP_LLM_API_KEY", "llm-key"),
+        ("APP_EMBED_API_KEY", "emb-key"),
+    ]);
+    assert_eq!(
+        own.embed.api_key.as_ref().map(Secret::expose),
+        Some("emb-key")
+    );
+    assert!(own.secrets().contains(&"emb-key".to_owned()));
+}
+
+#[test]
+fn a_group_threshold_outside_0_to_1_is_refused() {
+    let project = Project::new();
+    check_error(
+        &project,
+        None,
+        &[("APP_MEMORY_GROUP_THRESHOLD", "1.5")],
+        expect![[r#""#]],
+    );
+    project.file("smartworker.toml", "[memory]\ngroup_threshold = \"high\"\n");
+    check_error(&project, None, &[], expect![[r#""#]]);
+}
