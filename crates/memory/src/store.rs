@@ -75,7 +75,8 @@ impl MemoryStore {
     /// failure's summary vector has at least this cosine similarity (see
     /// [`MemoryBackend::record_failure_grouped`]). Without it, failures group by fingerprint
     /// only. The threshold depends on the embedding model; SmartWorker's default was chosen
-    /// for all-MiniLM-L6-v2.
+    /// for all-MiniLM-L6-v2. Failures embedded by the lexical fallback always group by
+    /// fingerprint only.
     pub fn with_group_threshold(mut self, threshold: f32) -> Self {
         self.grouping = Grouping {
             threshold: Some(threshold),
@@ -99,7 +100,10 @@ impl MemoryStore {
     ) -> Result<FailureRecord, MemoryError> {
         let input = input.masked(&self.secrets);
         let vectors = vectors.map_texts(|text| mask_secrets(text, &self.secrets));
-        match self.grouping.threshold {
+        // The threshold was measured for a real model; the lexical fallback's similarities
+        // spread differently, so its failures group by fingerprint only.
+        let measured = vectors.model() != crate::embed::LEXICAL_MODEL;
+        match self.grouping.threshold.filter(|_| measured) {
             Some(_) => {
                 let grouping = self.grouping;
                 self.backend

@@ -690,3 +690,15 @@ async fn a_version_1_file_gains_full_text_search_for_the_failures_it_holds() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].summary.group.id, old.group_id);
 }
+
+#[tokio::test]
+async fn failures_embedded_by_the_lexical_fallback_group_by_fingerprint_only() {
+    let store = MemoryStore::open_in_memory()
+        .unwrap()
+        .with_group_threshold(0.5);
+    // Identical text, so identical lexical vectors: only the fingerprints differ.
+    let a = record(&store, failure("1", "fp-a", "KeyError", "'email'")).await;
+    let b = record(&store, failure("2", "fp-b", "KeyError", "'email'")).await;
+    assert!(a.new_group && b.new_group);
+    assert_ne!(a.group_id, b.group_id);
+}

@@ -560,7 +560,8 @@ impl Config {
         let mut secrets = Vec::new();
         for secret in all.into_iter().flatten() {
             let plain = secret.expose();
-            if plain.is_empty() {
+            // The embeddings key falls back to the model key; list a shared value once.
+            if plain.is_empty() || secrets.iter().any(|s| s == plain) {
                 continue;
             }
             let encoded = percent_encode(plain);

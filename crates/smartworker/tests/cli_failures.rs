@@ -95,7 +95,16 @@ async fn failures_list_similar_and_search_print_one_line_per_group() {
     for out in [&list, &similar, &search] {
         assert_eq!(out.code, Some(0), "{}", out.all());
     }
-    expect![[r#""#]].assert_eq(&format!(
+    expect![[r#"
+        group   count fixes    score  queues           error
+        2           1     0        -  export           OSError: disk full writing the invoice
+        1           2     0        -  charge           ValueError: card was declined by the bank
+        group   count fixes    score  queues           error
+        2           1     0    0.329  export           OSError: disk full writing the invoice
+        group   count fixes    score  queues           error
+        2           1     0    0.033  export           OSError: disk full writing the invoice
+    "#]]
+    .assert_eq(&format!(
         "{}{}{}",
         list.stdout, similar.stdout, search.stdout
     ));

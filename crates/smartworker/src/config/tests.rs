@@ -101,6 +101,14 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
             embed: EmbedConfig {
                 url: "http://localhost:8110/v1",
                 model: "bge-large-en-v1.5",
+                api_key: None,
+                timeout_secs: 10,
+                batch_size: 32,
+                dimensions: None,
+            },
+            memory: MemoryConfig {
+                model_dir: None,
+                group_threshold: 0.82,
             },
             heal: HealConfig {
                 rounds: 2,
@@ -249,9 +257,9 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         &project,
         None,
         &[],
-        expect![[
-            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, heal, queues"
-        ]],
+        expect![
+            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, memory, heal, queues"
+        ],
     );
 }
 
@@ -611,8 +619,17 @@ fn a_group_threshold_outside_0_to_1_is_refused() {
         &project,
         None,
         &[("APP_MEMORY_GROUP_THRESHOLD", "1.5")],
-        expect![[r#""#]],
+        expect![[
+            r#"environment: APP_MEMORY_GROUP_THRESHOLD: "1.5" is not a similarity above 0 and at most 1"#
+        ]],
     );
     project.file("smartworker.toml", "[memory]\ngroup_threshold = \"high\"\n");
-    check_error(&project, None, &[], expect![[r#""#]]);
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:2: memory.group_threshold: expected a number above 0 and at most 1, found "high""#
+        ]],
+    );
 }
