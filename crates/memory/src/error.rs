@@ -67,6 +67,39 @@ pub enum MemoryError {
     /// SQLite failed (disk, lock timeout, constraint).
     #[error("sqlite error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database behind another backend failed (PostgreSQL: a query or a constraint).
+    #[error("{backend} error: {message}")]
+    Database {
+        /// Which backend, e.g. `postgres`.
+        backend: &'static str,
+        /// What the database said.
+        message: String,
+    },
+    /// The database cannot be reached right now (down, refusing connections, timed out).
+    #[error("memory store {backend} is unreachable: {message}")]
+    Unavailable {
+        /// Which backend, e.g. `postgres`.
+        backend: &'static str,
+        /// Why it cannot be reached.
+        message: String,
+    },
+    /// The database cannot be reached, so the write was kept in a durable local buffer; it is
+    /// replayed, in order, once the database is back. Nothing is lost, but no id exists yet.
+    #[error("memory store {backend} is unreachable; the write waits in {} to be replayed", .path.display())]
+    Buffered {
+        /// Which backend, e.g. `postgres`.
+        backend: &'static str,
+        /// The buffer file.
+        path: PathBuf,
+    },
+    /// The backend does not offer this operation yet.
+    #[error("memory store {backend} does not support {operation} yet")]
+    Unsupported {
+        /// Which backend.
+        backend: &'static str,
+        /// The operation asked for, e.g. `search`.
+        operation: &'static str,
+    },
     /// A previous operation panicked while holding the connection.
     #[error("memory store connection is poisoned by an earlier panic")]
     Poisoned,

@@ -1,69 +1,67 @@
-//! The embedded memory store: failures, groups, fixes, heal attempts and their vectors in the
-//! SQLite file the embedded queue uses, with exact vector search.
+//! The memory store every caller uses: failures, groups, fixes, heal attempts and their
+//! vectors, kept by a [`MemoryBackend`] (SQLite by default).
 //!
 //! The store records what it is told. It never decides whether a fix is good: `verified` is
-//! stored as the heal pipeline reports it, and lookups only filter on it.
+//! stored as the heal pipeline reports it, and lookups only filter on it. Secrets are masked
+//! here, before any backend sees the data.
 
+use crate::backend::MemoryBackend;
 use crate::chunk::FailureInput;
-use crate::db::{self, Owner};
 use crate::embed::EmbeddedChunks;
 use crate::error::MemoryError;
+use crate::group::{
+    GroupDetail, GroupQuery, GroupSummary, Grouping, SearchHit, SearchQuery, SimilarGroup,
+};
 use crate::record::{
     FailureRecord, Fix, FixDetail, FixSummary, Group, HealAttempt, HealAttemptRecord, NewFix,
     SimilarFailure,
 };
-use crate::schema;
 use crate::secrets::mask_secrets;
-use rusqlite::{Connection, TransactionBehavior};
+use crate::sqlite::SqliteBackend;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-/// The memory store over one SQLite connection.
+/// The memory store over one backend.
 ///
-/// Cloning is cheap and shares the connection. Each async method runs its SQL on tokio's
-/// blocking pool, one operation at a time.
+/// Cloning is cheap and shares the backend.
 ///
 /// # Cancel safety
-/// Dropping a returned future does not stop its SQL: the operation still commits or rolls back
-/// as a whole, so a cancelled write may or may not have happened, but never half.
+/// Dropping a returned future does not undo a write the backend already started: a cancelled
+/// write may or may not have happened, but never half.
 #[derive(Clone)]
 pub struct MemoryStore {
-    conn: Arc<Mutex<Connection>>,
+    backend: Arc<dyn MemoryBackend>,
     secrets: Arc<[String]>,
+    grouping: Grouping,
 }
 
 impl MemoryStore {
-    /// Opens (or creates) the store in the SQLite file at `path`, creating its folder and the
-    /// `mem_` tables when missing. The file may be shared with the embedded queue.
+    /// Opens (or creates) the embedded store in the SQLite file at `path`, creating its folder
+    /// and the `mem_` tables when missing. The file may be shared with the embedded queue.
     ///
     /// # Errors
     /// [`MemoryError::SchemaTooNew`] when a newer build wrote the file; I/O or SQLite errors.
     pub fn open(path: &Path) -> Result<Self, MemoryError> {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if let Some(parent) = parent {
-            std::fs::create_dir_all(parent).map_err(|source| MemoryError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        Self::prepare(Connection::open(path)?)
+        Ok(Self::from_backend(Arc::new(SqliteBackend::open(path)?)))
     }
 
-    /// A store that lives in memory only, for tests.
+    /// An embedded store that lives in memory only, for tests.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn open_in_memory() -> Result<Self, MemoryError> {
-        Self::prepare(Connection::open_in_memory()?)
+        Ok(Self::from_backend(Arc::new(
+            SqliteBackend::open_in_memory()?
+        )))
     }
 
-    fn prepare(mut conn: Connection) -> Result<Self, MemoryError> {
-        schema::prepare(&mut conn)?;
-        Ok(MemoryStore {
-            conn: Arc::new(Mutex::new(conn)),
+    /// A store over any backend, e.g. PostgreSQL from `smartworker-memory-pg`.
+    pub fn from_backend(backend: Arc<dyn MemoryBackend>) -> Self {
+        MemoryStore {
+            backend,
             secrets: Arc::from(Vec::new()),
-        })
+            grouping: Grouping::default(),
+        }
     }
 
     /// Sets the secret values masked in every failure's message, stack and payload, and in
@@ -73,15 +71,28 @@ impl MemoryStore {
         self
     }
 
+    /// Joins a failure with a new fingerprint to the nearest group whose representative
+    /// failure's summary vector has at least this cosine similarity (see
+    /// [`MemoryBackend::record_failure_grouped`]). Without it, failures group by fingerprint
+    /// only. The threshold depends on the embedding model; SmartWorker's default was chosen
+    /// for all-MiniLM-L6-v2. Failures embedded by the lexical fallback always group by
+    /// fingerprint only.
+    pub fn with_group_threshold(mut self, threshold: f32) -> Self {
+        self.grouping = Grouping {
+            threshold: Some(threshold),
+        };
+        self
+    }
+
     /// Stores a final failure with the vectors of its chunks, in the group of its fingerprint
-    /// (created when new).
+    /// (created when new), or of its nearest near-duplicate when a group threshold is set.
     ///
     /// Message, stack and payload are masked first, and so are the chunk texts; the vectors are
     /// stored as given. Build chunks from [`FailureInput::masked`] to keep secrets out of them.
     ///
     /// # Errors
     /// [`MemoryError::DimensionMismatch`] when the model's vectors were stored with other
-    /// dimensions before; SQLite errors.
+    /// dimensions before; backend errors.
     pub async fn record_failure(
         &self,
         input: FailureInput,
@@ -89,8 +100,18 @@ impl MemoryStore {
     ) -> Result<FailureRecord, MemoryError> {
         let input = input.masked(&self.secrets);
         let vectors = vectors.map_texts(|text| mask_secrets(text, &self.secrets));
-        self.write(move |tx, now| db::insert_failure(tx, &input, &vectors, now))
-            .await
+        // The threshold was measured for a real model; the lexical fallback's similarities
+        // spread differently, so its failures group by fingerprint only.
+        let measured = vectors.model() != crate::embed::LEXICAL_MODEL;
+        match self.grouping.threshold.filter(|_| measured) {
+            Some(_) => {
+                let grouping = self.grouping;
+                self.backend
+                    .record_failure_grouped(input, vectors, grouping)
+                    .await
+            }
+            None => self.backend.record_failure(input, vectors).await,
+        }
     }
 
     /// The `k` stored failures most similar to `vector`, best first, at most one per group.
@@ -100,7 +121,7 @@ impl MemoryStore {
     ///
     /// # Errors
     /// [`MemoryError::DimensionMismatch`] when `vector`'s length differs from the dimensions
-    /// stored for `model`; [`MemoryError::NotFinite`] for a vector with NaN; SQLite errors.
+    /// stored for `model`; [`MemoryError::NotFinite`] for a vector with NaN; backend errors.
     pub async fn similar_failures(
         &self,
         model: &str,
@@ -108,8 +129,8 @@ impl MemoryStore {
         k: usize,
         exclude_group: Option<i64>,
     ) -> Result<Vec<SimilarFailure>, MemoryError> {
-        let (model, vector) = (model.to_owned(), vector.to_vec());
-        self.read(move |conn| db::similar_failures(conn, &model, &vector, k, exclude_group))
+        self.backend
+            .similar_failures(model, vector, k, exclude_group)
             .await
     }
 
@@ -117,180 +138,152 @@ impl MemoryStore {
     ///
     /// # Errors
     /// [`MemoryError::UnknownGroup`], [`MemoryError::UnknownFailure`] or
-    /// [`MemoryError::FailureNotInGroup`] when the fix names the wrong things; SQLite errors.
+    /// [`MemoryError::FailureNotInGroup`] when the fix names the wrong things; backend errors.
     pub async fn record_fix(&self, fix: NewFix) -> Result<i64, MemoryError> {
-        self.write(move |tx, now| db::insert_fix(tx, &fix, now))
-            .await
+        self.backend.record_fix(fix).await
     }
 
     /// Stores the vectors of a fix's chunks (see [`crate::chunks_for_fix`]).
     ///
     /// # Errors
-    /// [`MemoryError::UnknownFix`], [`MemoryError::DimensionMismatch`]; SQLite errors.
+    /// [`MemoryError::UnknownFix`], [`MemoryError::DimensionMismatch`]; backend errors.
     pub async fn record_fix_vectors(
         &self,
         fix_id: i64,
         vectors: EmbeddedChunks,
     ) -> Result<(), MemoryError> {
-        self.write(move |tx, _| {
-            if !db::fix_exists(tx, fix_id)? {
-                return Err(MemoryError::UnknownFix(fix_id));
-            }
-            if !vectors.chunks().is_empty() {
-                db::check_model(tx, vectors.model(), vectors.dimensions())?;
-            }
-            db::insert_chunks(tx, Owner::Fix(fix_id), &vectors)
-        })
-        .await
+        self.backend.record_fix_vectors(fix_id, vectors).await
     }
 
     /// The newest verified fix of a group.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn verified_fix_for_group(&self, group_id: i64) -> Result<Option<Fix>, MemoryError> {
-        self.read(move |conn| db::verified_fix(conn, "group_id = ?1", &group_id))
-            .await
+        self.backend.verified_fix_for_group(group_id).await
     }
 
     /// The newest verified fix of the group with this fingerprint.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn verified_fix_for_fingerprint(
         &self,
         fingerprint: &str,
     ) -> Result<Option<Fix>, MemoryError> {
-        let fingerprint = fingerprint.to_owned();
-        let filter = "group_id = (SELECT id FROM mem_groups WHERE fingerprint = ?1)";
-        self.read(move |conn| db::verified_fix(conn, filter, &fingerprint))
-            .await
+        self.backend.verified_fix_for_fingerprint(fingerprint).await
     }
 
     /// Stores one heal round. Sandbox stdout and stderr are masked first. When a fix is later
     /// recorded with the same heal job id, the attempt is linked to it.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn record_heal_attempt(&self, a: HealAttemptRecord) -> Result<i64, MemoryError> {
         let mut a = a;
         a.sandbox_stdout = mask_secrets(&a.sandbox_stdout, &self.secrets);
         a.sandbox_stderr = mask_secrets(&a.sandbox_stderr, &self.secrets);
-        self.write(move |tx, now| db::insert_heal_attempt(tx, &a, now))
-            .await
+        self.backend.record_heal_attempt(a).await
     }
 
     /// The attempts linked to a fix, in round order.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn heal_attempts_for_fix(
         &self,
         fix_id: i64,
     ) -> Result<Vec<HealAttempt>, MemoryError> {
-        self.read(move |conn| db::heal_attempts(conn, "fix_id = ?1", "round, id", &fix_id))
-            .await
+        self.backend.heal_attempts_for_fix(fix_id).await
     }
 
     /// The attempts made for a job, oldest first: `job_id` may be the failed job or the heal
     /// job.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn heal_attempts_for_job(
         &self,
         job_id: &str,
     ) -> Result<Vec<HealAttempt>, MemoryError> {
-        let job_id = job_id.to_owned();
-        let filter = "job_id = ?1 OR heal_job_id = ?1";
-        self.read(move |conn| db::heal_attempts(conn, filter, "id", &job_id))
-            .await
+        self.backend.heal_attempts_for_job(job_id).await
     }
 
     /// The newest `limit` fixes, newest first.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn list_fixes(&self, limit: usize) -> Result<Vec<FixSummary>, MemoryError> {
-        self.read(move |conn| db::list_fixes(conn, limit)).await
+        self.backend.list_fixes(limit).await
     }
 
     /// A fix with its diff, edits and attempts.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn get_fix(&self, id: i64) -> Result<Option<FixDetail>, MemoryError> {
-        self.read(move |conn| {
-            let Some(fix) = db::get_fix(conn, id)? else {
-                return Ok(None);
-            };
-            let attempts = db::heal_attempts(conn, "fix_id = ?1", "round, id", &id)?;
-            Ok(Some(FixDetail { fix, attempts }))
-        })
-        .await
+        self.backend.get_fix(id).await
     }
 
     /// The `limit` groups seen most recently, newest first.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn list_groups(&self, limit: usize) -> Result<Vec<Group>, MemoryError> {
-        self.read(move |conn| db::list_groups(conn, limit)).await
+        self.backend.list_groups(limit).await
     }
 
     /// One group.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn get_group(&self, id: i64) -> Result<Option<Group>, MemoryError> {
-        self.read(move |conn| db::get_group(conn, id)).await
+        self.backend.get_group(id).await
     }
 
     /// How many failures are stored.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// Backend errors.
     pub async fn failure_count(&self) -> Result<u64, MemoryError> {
-        self.read(db::failure_count).await
+        self.backend.failure_count().await
     }
 
-    /// Runs `f` on the connection on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T, MemoryError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, MemoryError> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        let task = tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().map_err(|_| MemoryError::Poisoned)?;
-            f(&guard)
-        });
-        task.await.map_err(|e| MemoryError::Task(e.to_string()))?
+    /// Groups by last seen, newest first, with their fix counts; see [`GroupQuery`] for paging
+    /// and the queue filter.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn groups(&self, query: GroupQuery) -> Result<Vec<GroupSummary>, MemoryError> {
+        self.backend.groups(query).await
     }
 
-    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so the queue's
-    /// connection cannot make it fail halfway with a busy upgrade) and commits when it succeeds.
-    async fn write<T, F>(&self, f: F) -> Result<T, MemoryError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<T, MemoryError> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| MemoryError::Poisoned)?;
-            let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx, now_ms())?;
-            tx.commit()?;
-            Ok(value)
-        });
-        task.await.map_err(|e| MemoryError::Task(e.to_string()))?
+    /// A group with its newest job ids, failures and fixes.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn group_detail(&self, id: i64) -> Result<Option<GroupDetail>, MemoryError> {
+        self.backend.group_detail(id).await
     }
-}
 
-/// Milliseconds since the Unix epoch; 0 on a clock set before 1970.
-fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    /// The `k` groups most like group `id`, best first (same embedding model only).
+    ///
+    /// # Errors
+    /// [`MemoryError::UnknownGroup`]; backend errors.
+    pub async fn similar_groups(
+        &self,
+        id: i64,
+        k: usize,
+    ) -> Result<Vec<SimilarGroup>, MemoryError> {
+        self.backend.similar_groups(id, k).await
+    }
+
+    /// Groups matching a text, by full-text and (with a query vector) vector ranking fused.
+    ///
+    /// # Errors
+    /// [`MemoryError::DimensionMismatch`] or [`MemoryError::NotFinite`] for a query vector that
+    /// cannot be compared with its model's stored vectors; backend errors.
+    pub async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.backend.search(query).await
+    }
 }

@@ -7,11 +7,14 @@ use crate::config::{Config, ExecutionContext, QueueBackendKind, QueueConfig, San
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
+use smartworker_embed_local::LocalEmbedder;
 use smartworker_handler::{
     CommandHandler, CommandMode, CommandSpec, PersistentCommandHandler, PersistentOptions,
 };
 use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
-use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_memory::{
+    Embedder, FallbackEmbedder, MemoryError, MemoryStore, QueryVector, SearchHit, SearchQuery,
+};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
@@ -44,6 +47,8 @@ pub struct App {
     pub backend: Arc<dyn QueueBackend>,
     /// The memory store.
     pub memory: MemoryStore,
+    /// The embedder memory's vectors come from (and search queries are embedded with).
+    pub embedder: FallbackEmbedder,
     /// The healer.
     pub healer: Arc<Healer>,
     /// Where e-mails go.
@@ -119,8 +124,10 @@ impl App {
         let backend = open_backend(&cfg)?;
         let memory = MemoryStore::open(&db)
             .with_context(|| format!("opening the memory store in {}", db.display()))?
-            .with_secrets(cfg.secrets());
+            .with_secrets(cfg.secrets())
+            .with_group_threshold(cfg.memory.group_threshold);
         let notifier = Arc::new(open_notifier(&cfg)?);
+        let embedder = FallbackEmbedder::new(primary_embedder(&cfg)?);
         let commands: HashMap<String, CommandSpec> = cfg
             .queues
             .iter()
@@ -135,7 +142,7 @@ impl App {
             backend: Arc::clone(&backend),
             memory: memory.clone(),
             model: model_client(&cfg)?,
-            embedder: FallbackEmbedder::new(Arc::new(RemoteEmbedder::new(embed_client(&cfg)?))),
+            embedder: embedder.clone(),
             notifier: Arc::clone(&notifier),
             commands: commands.clone(),
             settings: heal_settings(&cfg),
@@ -159,6 +166,7 @@ impl App {
             cfg,
             backend,
             memory,
+            embedder,
             healer,
             notifier,
             handlers,
@@ -174,6 +182,33 @@ impl App {
     /// Progress events of healing runs.
     pub fn heal_events(&self) -> broadcast::Receiver<HealEvent> {
         self.healer.subscribe()
+    }
+
+    /// Failure groups matching `text`: its words in full text, fused with its vector from the
+    /// configured embedder (or the lexical fallback), compared only with that model's vectors.
+    /// Returns the model the query was embedded with, if embedding worked.
+    ///
+    /// # Errors
+    /// Memory errors, such as a query vector whose length differs from its model's.
+    pub async fn search_failures(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> Result<(Option<String>, Vec<SearchHit>), MemoryError> {
+        let vector = match self.embedder.embed_with_model(&[text.to_owned()]).await {
+            Ok((model, mut vectors)) => vectors.pop().map(|vector| QueryVector { model, vector }),
+            Err(err) => {
+                tracing::warn!(error = %err, "search query not embedded; searching text only");
+                None
+            }
+        };
+        let model = vector.as_ref().map(|v| v.model.clone());
+        let query = SearchQuery {
+            text: text.to_owned(),
+            vector,
+            k,
+        };
+        Ok((model, self.memory.search(query).await?))
     }
 
     /// Starts a worker for every queue with a handler, and the e-mail spool's retry loop.
@@ -407,11 +442,28 @@ fn model_client(cfg: &Config) -> anyhow::Result<ModelClient> {
     ModelClient::new(model).context("building the model client from [llm]")
 }
 
+/// The in-process model when `memory.model_dir` is set, else the embeddings server; either
+/// way the lexical embedder stands in when it fails.
+fn primary_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
+    if let Some(dir) = &cfg.memory.model_dir {
+        let local = LocalEmbedder::load(dir)
+            .with_context(|| format!("loading the embedding model in {}", dir.display()))?;
+        return Ok(Arc::new(local));
+    }
+    let client = embed_client(cfg)?;
+    Ok(match cfg.embed.dimensions {
+        Some(dimensions) => Arc::new(RemoteEmbedder::with_dimensions(client, dimensions)),
+        None => Arc::new(RemoteEmbedder::new(client)),
+    })
+}
+
 fn embed_client(cfg: &Config) -> anyhow::Result<EmbedClient> {
     let embed = EmbedConfig {
         base_url: cfg.embed.url.clone(),
         model: cfg.embed.model.clone(),
-        timeout: Duration::from_secs(10),
+        api_key: cfg.embed.api_key.as_ref().map(|k| k.expose().to_owned()),
+        timeout: Duration::from_secs(cfg.embed.timeout_secs),
+        batch_size: cfg.embed.batch_size,
         ..EmbedConfig::default()
     };
     EmbedClient::new(embed).context("building the embeddings client from [embed]")

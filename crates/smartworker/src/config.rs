@@ -17,6 +17,7 @@
 mod command_mode;
 mod dotenv;
 mod file;
+mod memory;
 mod queue_store;
 mod sandbox;
 mod value;
@@ -32,6 +33,7 @@ use smartworker_handler::CommandMode;
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
+pub use self::memory::{DEFAULT_GROUP_THRESHOLD, EmbedConfig, MemoryConfig};
 pub use self::queue_store::{QueueBackendKind, QueueStoreConfig};
 pub use self::sandbox::DEFAULT_SANDBOX_UID;
 pub use self::value::Origin;
@@ -50,8 +52,6 @@ const DEFAULT_DB_PORT: u16 = 5432;
 const DEFAULT_LLM_URL: &str = "http://localhost:8100/v1";
 const DEFAULT_LLM_MODEL: &str = "qwen2.5-coder-3b-instruct";
 const DEFAULT_LLM_TIMEOUT_SECS: u64 = 120;
-const DEFAULT_EMBED_URL: &str = "http://localhost:8110/v1";
-const DEFAULT_EMBED_MODEL: &str = "bge-large-en-v1.5";
 const DEFAULT_HEAL_ROUNDS: u32 = 2;
 const STATE_DIR_NAME: &str = ".smartworker";
 
@@ -102,6 +102,12 @@ pub const SETTINGS: &[Setting] = &[
     setting("llm.timeout_secs", "APP_LLM_TIMEOUT_SECS"),
     setting("embed.url", "APP_EMBED_URL"),
     setting("embed.model", "APP_EMBED_MODEL"),
+    setting("embed.api_key", "APP_EMBED_API_KEY"),
+    setting("embed.timeout_secs", "APP_EMBED_TIMEOUT_SECS"),
+    setting("embed.batch_size", "APP_EMBED_BATCH_SIZE"),
+    setting("embed.dimensions", "APP_EMBED_DIMENSIONS"),
+    setting("memory.model_dir", "APP_EMBED_MODEL_DIR"),
+    setting("memory.group_threshold", "APP_MEMORY_GROUP_THRESHOLD"),
     setting("heal.rounds", "APP_HEAL_ROUNDS"),
     setting("heal.sandbox", "APP_HEAL_SANDBOX"),
     setting("heal.sandbox_image", "APP_HEAL_SANDBOX_IMAGE"),
@@ -332,15 +338,6 @@ pub struct LlmConfig {
     pub timeout_secs: u64,
 }
 
-/// The OpenAI-compatible embeddings server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmbedConfig {
-    /// `APP_EMBED_URL`, the API base without a trailing slash (default `http://localhost:8110/v1`).
-    pub url: String,
-    /// `APP_EMBED_MODEL`, default `bge-large-en-v1.5`.
-    pub model: String,
-}
-
 /// Healing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealConfig {
@@ -432,7 +429,7 @@ impl QueueConfig {
 }
 
 /// The whole configuration, every layer applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The project root that handlers run in and fixes edit (`APP_ROOT_DIR`; default the config
     /// file's directory, or the working directory).
@@ -455,6 +452,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// `[embed]`.
     pub embed: EmbedConfig,
+    /// `[memory]`.
+    pub memory: MemoryConfig,
     /// `[heal]`.
     pub heal: HealConfig,
     /// `[queues.<name>]`, by name.
@@ -598,13 +597,15 @@ impl Config {
             &self.smtp.pass,
             &self.db.password,
             &self.llm.api_key,
+            &self.embed.api_key,
             &self.server.api_token,
         ];
         let mut secrets = Vec::new();
         let redis = self.redis_password().map(Secret::new);
         for secret in all.into_iter().flatten().chain(redis.as_ref()) {
             let plain = secret.expose();
-            if plain.is_empty() {
+            // The embeddings key falls back to the model key; list a shared value once.
+            if plain.is_empty() || secrets.iter().any(|s| s == plain) {
                 continue;
             }
             let encoded = percent_encode(plain);
@@ -701,7 +702,8 @@ fn build(
         smtp: smtp(layers)?,
         db: db(layers)?,
         llm: llm(layers)?,
-        embed: embed(layers)?,
+        embed: memory::embed(layers)?,
+        memory: memory::memory(layers, cwd)?,
         heal: heal(layers, file_layer.check_command)?,
         queues: file_layer.queues,
         sources,
@@ -793,17 +795,6 @@ fn llm(layers: &Layers) -> Result<LlmConfig, ConfigError> {
         timeout_secs: layers
             .read("llm.timeout_secs", Raw::positive)?
             .unwrap_or(DEFAULT_LLM_TIMEOUT_SECS),
-    })
-}
-
-fn embed(layers: &Layers) -> Result<EmbedConfig, ConfigError> {
-    Ok(EmbedConfig {
-        url: layers
-            .read("embed.url", Raw::http_url)?
-            .unwrap_or_else(|| DEFAULT_EMBED_URL.to_owned()),
-        model: layers
-            .read("embed.model", Raw::text)?
-            .unwrap_or_else(|| DEFAULT_EMBED_MODEL.to_owned()),
     })
 }
 

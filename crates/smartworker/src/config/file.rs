@@ -26,7 +26,7 @@ pub(crate) struct FileLayer {
 
 /// Sections whose fields are all scalar settings from [`SETTINGS`] (plus extras handled here).
 const SECTIONS: &[&str] = &[
-    "server", "redis", "queue", "smtp", "db", "llm", "embed", "heal",
+    "server", "redis", "queue", "smtp", "db", "llm", "embed", "memory", "heal",
 ];
 
 const QUEUE_KEYS: &[&str] = &[

@@ -108,6 +108,14 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
             embed: EmbedConfig {
                 url: "http://localhost:8110/v1",
                 model: "bge-large-en-v1.5",
+                api_key: None,
+                timeout_secs: 10,
+                batch_size: 32,
+                dimensions: None,
+            },
+            memory: MemoryConfig {
+                model_dir: None,
+                group_threshold: 0.82,
             },
             heal: HealConfig {
                 rounds: 2,
@@ -258,9 +266,9 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         &project,
         None,
         &[],
-        expect![[
-            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, queue, smtp, db, llm, embed, heal, queues"
-        ]],
+        expect![
+            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, queue, smtp, db, llm, embed, memory, heal, queues"
+        ],
     );
 }
 
@@ -718,5 +726,70 @@ fn redis_max_stalled_defaults_to_bullmqs_and_refuses_non_numbers() {
         None,
         &[("APP_REDIS_MAX_STALLED", "many")],
         expect![[r#"environment: APP_REDIS_MAX_STALLED: "many" is not a positive integer"#]],
+    );
+}
+
+#[test]
+fn embedder_and_memory_settings_are_read_from_every_layer() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[memory]\nmodel_dir = \"models/minilm\"\ngroup_threshold = 0.85\n\n[embed]\nbatch_size = 8\n",
+    );
+    let env = [
+        ("APP_LLM_API_KEY", "llm-key"),
+        ("APP_EMBED_DIMENSIONS", "1024"),
+        ("APP_EMBED_TIMEOUT_SECS", "3"),
+    ];
+    let config = project.load(&env);
+    assert_eq!(
+        config.memory.model_dir,
+        Some(project.root().join("models/minilm"))
+    );
+    assert!((config.memory.group_threshold - 0.85).abs() < 1e-6);
+    assert_eq!(
+        (
+            config.embed.batch_size,
+            config.embed.dimensions,
+            config.embed.timeout_secs
+        ),
+        (8, Some(1024), 3)
+    );
+    // Without its own key, the embeddings server gets the model server's.
+    assert_eq!(
+        config.embed.api_key.as_ref().map(Secret::expose),
+        Some("llm-key")
+    );
+
+    let own = project.load(&[
+        ("APP_LLM_API_KEY", "llm-key"),
+        ("APP_EMBED_API_KEY", "emb-key"),
+    ]);
+    assert_eq!(
+        own.embed.api_key.as_ref().map(Secret::expose),
+        Some("emb-key")
+    );
+    assert!(own.secrets().contains(&"emb-key".to_owned()));
+}
+
+#[test]
+fn a_group_threshold_outside_0_to_1_is_refused() {
+    let project = Project::new();
+    check_error(
+        &project,
+        None,
+        &[("APP_MEMORY_GROUP_THRESHOLD", "1.5")],
+        expect![[
+            r#"environment: APP_MEMORY_GROUP_THRESHOLD: "1.5" is not a similarity above 0 and at most 1"#
+        ]],
+    );
+    project.file("smartworker.toml", "[memory]\ngroup_threshold = \"high\"\n");
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:2: memory.group_threshold: expected a number above 0 and at most 1, found "high""#
+        ]],
     );
 }
