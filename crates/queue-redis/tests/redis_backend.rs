@@ -429,3 +429,60 @@ async fn a_redis_cluster_runs_the_conformance_checks_under_hash_tagged_prefixes(
         "{err}"
     );
 }
+
+/// A handler that succeeds at once.
+struct Noop;
+
+#[async_trait::async_trait]
+impl smartworker_core::Handler for Noop {
+    async fn run(
+        &self,
+        _job: &smartworker_core::Job,
+    ) -> Result<Value, smartworker_core::JobFailure> {
+        Ok(Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn worker_reports_a_dead_redis_once_and_its_return_once() {
+    use smartworker_worker::{Worker, WorkerOptions};
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut server = RedisServer::start_with(ServerOptions {
+        append_only: true,
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let b: Arc<dyn QueueBackend> = Arc::new(backend(&server).await);
+    let opts = WorkerOptions {
+        idle_poll: Duration::from_millis(50),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::spawn(Arc::clone(&b), "q", Arc::new(Noop), opts);
+
+    // Down long enough for the worker to fail to claim several times, a second apart.
+    server.kill().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.restart().unwrap();
+    let mut added = None;
+    for _ in 0..100 {
+        if let Ok(id) = b.add(NewJob::new("q", "t", json!(1))).await {
+            added = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = added.expect("redis never came back");
+    let job = b.wait_finished(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    worker.shutdown().await;
+
+    assert_eq!(logs.count("cannot take jobs"), 1);
+    assert_eq!(logs.count("taking jobs again"), 1);
+}

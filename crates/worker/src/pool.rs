@@ -250,6 +250,9 @@ async fn fetch_loop(
     jobs: &mut JoinSet<()>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.opts.concurrency.max(1)));
+    // While the backend is down every claim fails; the operator needs to hear it once, and once
+    // more when it is back, not every second.
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let first = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -273,9 +276,19 @@ async fn fetch_loop(
             lock: shared.opts.lock,
         };
         let claimed = match shared.backend.claim(req).await {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                if let Some(since) = failing_since.take() {
+                    info!(after_secs = since.elapsed().as_secs(), "taking jobs again");
+                }
+                claimed
+            }
             Err(err) => {
-                warn!(error = %err, "cannot take jobs; retrying in 1s");
+                if failing_since.is_none() {
+                    warn!(error = %err, "cannot take jobs; retrying every second");
+                    failing_since = Some(std::time::Instant::now());
+                } else {
+                    debug!(error = %err, "still cannot take jobs");
+                }
                 drop(permits);
                 pause(shared, Duration::from_secs(1)).await;
                 continue;
