@@ -139,6 +139,13 @@ impl Shared {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Stops renewing the lock of one run. The same job may already run again here under a
+    /// new token (its old lock expired and this worker claimed it anew); that run keeps its
+    /// renewal.
+    fn release_hold(&self, id: &JobId, token: &str) {
+        release_hold(&mut self.held(), id, token);
+    }
+
     fn stats(&self) -> WorkerStats {
         let c = &self.counters;
         WorkerStats {
@@ -250,9 +257,7 @@ async fn fetch_loop(
     jobs: &mut JoinSet<()>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.opts.concurrency.max(1)));
-    // While the backend is down every claim fails; the operator needs to hear it once, and once
-    // more when it is back, not every second.
-    let mut failing_since: Option<std::time::Instant> = None;
+    let mut outage = Outage::default();
     loop {
         let first = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -277,18 +282,11 @@ async fn fetch_loop(
         };
         let claimed = match shared.backend.claim(req).await {
             Ok(claimed) => {
-                if let Some(since) = failing_since.take() {
-                    info!(after_secs = since.elapsed().as_secs(), "taking jobs again");
-                }
+                outage.ended("taking jobs again");
                 claimed
             }
             Err(err) => {
-                if failing_since.is_none() {
-                    warn!(error = %err, "cannot take jobs; retrying every second");
-                    failing_since = Some(std::time::Instant::now());
-                } else {
-                    debug!(error = %err, "still cannot take jobs");
-                }
+                outage.failed("cannot take jobs; retrying every second", &err);
                 drop(permits);
                 pause(shared, Duration::from_secs(1)).await;
                 continue;
@@ -436,7 +434,7 @@ async fn finisher(shared: Arc<Shared>, mut done: mpsc::UnboundedReceiver<Report>
 
 async fn record_releases(shared: &Shared, releases: Vec<(JobId, String)>) {
     for (id, token) in releases {
-        shared.held().remove(&id);
+        shared.release_hold(&id, &token);
         let reason = "worker shut down before the job finished; job handed back";
         match shared.backend.release(&id, &token, reason).await {
             Ok(()) => {
@@ -470,7 +468,7 @@ async fn record_finishes(shared: &Shared, finishes: Vec<FinishRequest>) {
         }
     };
     for (req, outcome) in finishes.into_iter().zip(outcomes) {
-        shared.held().remove(&req.id);
+        shared.release_hold(&req.id, &req.token);
         count_outcome(shared, &req, &outcome);
         shared.emit(WorkerEvent::Finished {
             job_id: req.id,
@@ -507,20 +505,55 @@ fn count_outcome(shared: &Shared, req: &FinishRequest, outcome: &FinishOutcome) 
     }
 }
 
+/// Forgets the lock of the run that holds `token`, and only that run's.
+fn release_hold(held: &mut HashMap<JobId, String>, id: &JobId, token: &str) {
+    if held.get(id).is_some_and(|held_token| held_token == token) {
+        held.remove(id);
+    }
+}
+
+/// A step that runs again and again (claiming, renewing locks, checking for stalled jobs) and
+/// fails while the backend is down: the operator hears it once when it starts failing and once
+/// when it works again, not at every try.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+}
+
+impl Outage {
+    fn failed(&mut self, what: &str, err: &dyn std::fmt::Display) {
+        if self.since.is_some() {
+            debug!(error = %err, "{what}");
+            return;
+        }
+        warn!(error = %err, "{what}");
+        self.since = Some(std::time::Instant::now());
+    }
+
+    fn ended(&mut self, what: &str) {
+        if let Some(since) = self.since.take() {
+            info!(after_secs = since.elapsed().as_secs(), "{what}");
+        }
+    }
+}
+
 /// Renews the locks of running jobs and recovers jobs whose worker died.
 async fn upkeep(shared: Arc<Shared>, stop: CancellationToken) {
     let mut renew = tokio::time::interval(shared.opts.lock / 2);
     let mut stalled = tokio::time::interval(shared.opts.stalled_interval);
+    let (mut renew_outage, mut stalled_outage) = (Outage::default(), Outage::default());
     loop {
         tokio::select! {
-            _ = renew.tick() => renew_locks(&shared).await,
-            _ = stalled.tick(), if !shared.stop.is_cancelled() => recover(&shared).await,
+            _ = renew.tick() => renew_locks(&shared, &mut renew_outage).await,
+            _ = stalled.tick(), if !shared.stop.is_cancelled() => {
+                recover(&shared, &mut stalled_outage).await;
+            }
             () = stop.cancelled() => return,
         }
     }
 }
 
-async fn renew_locks(shared: &Shared) {
+async fn renew_locks(shared: &Shared, outage: &mut Outage) {
     let held: Vec<(JobId, String)> = shared
         .held()
         .iter()
@@ -534,16 +567,43 @@ async fn renew_locks(shared: &Shared) {
         .extend_locks(&shared.opts.worker_id, &held, shared.opts.lock)
         .await
     {
-        Ok(lost) if lost.is_empty() => {}
-        Ok(lost) => warn!(jobs = ?lost, "locks lost while the jobs ran"),
-        Err(err) => warn!(error = %err, "cannot renew locks"),
+        Ok(lost) => {
+            outage.ended("renewing locks again");
+            if !lost.is_empty() {
+                warn!(jobs = ?lost, "locks lost while the jobs ran");
+            }
+        }
+        Err(err) => outage.failed("cannot renew locks", &err),
     }
 }
 
-async fn recover(shared: &Shared) {
+async fn recover(shared: &Shared, outage: &mut Outage) {
     match shared.backend.recover_stalled(&shared.queue).await {
-        Ok(ids) if ids.is_empty() => {}
-        Ok(ids) => info!(jobs = ?ids, "recovered jobs whose worker stopped"),
-        Err(err) => warn!(error = %err, "cannot check for stalled jobs"),
+        Ok(ids) => {
+            outage.ended("checking for stalled jobs again");
+            if !ids.is_empty() {
+                info!(jobs = ?ids, "recovered jobs whose worker stopped");
+            }
+        }
+        Err(err) => outage.failed("cannot check for stalled jobs", &err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reported: after Redis came back, an old run's dropped result stopped the renewal of the
+    /// job's new run on the same worker, and the new run was dead-lettered as stalled.
+    #[test]
+    fn an_old_runs_end_keeps_the_new_runs_lock_renewed() {
+        let id = JobId::from("slow:12");
+        let mut held = HashMap::from([(id.clone(), "second-run".to_owned())]);
+
+        release_hold(&mut held, &id, "first-run");
+        assert_eq!(held.get(&id).map(String::as_str), Some("second-run"));
+
+        release_hold(&mut held, &id, "second-run");
+        assert!(held.is_empty());
     }
 }
