@@ -85,7 +85,7 @@ pub fn wrap(
 
     let mut args = vec!["-c".to_owned(), OPEN_FILTERS.to_owned(), "sh".to_owned()];
     args.extend([deny, clone3].map(|p| p.to_string_lossy().into_owned()));
-    if let Some(user) = drop_root_to(opts.host_user) {
+    if let Some(user) = drop_root_to(opts.sandbox_user()) {
         args.push(require_tool("setpriv", SETPRIV)?);
         args.extend(setpriv_args(user));
     }
@@ -133,7 +133,7 @@ pub async fn run_sandboxed(
     stdin: &[u8],
 ) -> Result<CommandOutput, SandboxError> {
     let wrapped = wrap(spec, ws, project_root, opts)?;
-    if let Some(user) = drop_root_to(opts.host_user) {
+    if let Some(user) = drop_root_to(opts.sandbox_user()) {
         ws.hand_over(user, user)?;
     }
     Ok(run_command(&wrapped, stdin).await?)
@@ -166,7 +166,7 @@ pub fn check_available() -> Result<String, SandboxError> {
     let opts = SandboxOptions::default();
     let probe = CommandSpec::new("/usr/bin/true", &[], project.path());
     let wrapped = wrap(&probe, &ws, project.path(), &opts)?;
-    if let Some(user) = drop_root_to(opts.host_user) {
+    if let Some(user) = drop_root_to(opts.sandbox_user()) {
         ws.hand_over(user, user)?;
     }
     let output = Command::new(&wrapped.program)

@@ -124,7 +124,7 @@ impl DockerSandbox {
                 path: project_root.to_owned(),
                 source,
             })?;
-        let user = container_user(opts.host_user);
+        let user = container_user(opts.sandbox_user());
         if nix::unistd::geteuid().is_root() {
             ws.hand_over(user.0, user.1)?;
         }

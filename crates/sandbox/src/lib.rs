@@ -26,7 +26,7 @@ pub use docker::{
 };
 pub use error::SandboxError;
 pub use handler::{SandboxHandler, job_sandbox_env};
-pub use options::{DEFAULT_SANDBOX_UID, SandboxOptions};
+pub use options::{DEFAULT_SANDBOX_UID, SandboxOptions, is_usable_sandbox_uid};
 pub use seccomp::denied_syscalls;
 pub use workspace::{
     SKIPPED_DIRS, SKIPPED_FILES, Workspace, WorkspaceOptions, remove_stale_workspaces,

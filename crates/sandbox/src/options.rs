@@ -44,6 +44,24 @@ pub struct SandboxOptions {
     pub host_user: u32,
 }
 
+impl SandboxOptions {
+    /// The user sandboxed code runs as: [`SandboxOptions::host_user`], unless that is root or
+    /// a value the kernel reads as "leave the id unchanged" (`(uid_t)-1`, and 65535, the
+    /// 16-bit -1), which would leave the sandbox running as this process's user.
+    pub fn sandbox_user(&self) -> u32 {
+        if is_usable_sandbox_uid(self.host_user) {
+            self.host_user
+        } else {
+            DEFAULT_SANDBOX_UID
+        }
+    }
+}
+
+/// Whether `uid` can be the sandbox's user: not root, and not a value that means "unchanged".
+pub fn is_usable_sandbox_uid(uid: u32) -> bool {
+    uid != 0 && uid != u32::MAX && uid != u32::from(u16::MAX)
+}
+
 impl Default for SandboxOptions {
     fn default() -> Self {
         SandboxOptions {
@@ -58,5 +76,28 @@ impl Default for SandboxOptions {
             env: Vec::new(),
             host_user: DEFAULT_SANDBOX_UID,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reported: `APP_HEAL_SANDBOX_UID=4294967295` ran sandboxed code as root, since
+    /// `setresuid(-1)` leaves the id unchanged.
+    #[test]
+    fn ids_that_mean_unchanged_or_root_fall_back_to_the_default_user() {
+        for reserved in [0, u32::MAX, u32::from(u16::MAX)] {
+            let opts = SandboxOptions {
+                host_user: reserved,
+                ..SandboxOptions::default()
+            };
+            assert_eq!(opts.sandbox_user(), DEFAULT_SANDBOX_UID, "{reserved}");
+        }
+        let opts = SandboxOptions {
+            host_user: 62_000,
+            ..SandboxOptions::default()
+        };
+        assert_eq!(opts.sandbox_user(), 62_000);
     }
 }

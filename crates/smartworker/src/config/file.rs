@@ -196,6 +196,7 @@ fn queues(
     value: &Spanned<DeValue<'_>>,
 ) -> Result<BTreeMap<String, QueueConfig>, ConfigError> {
     let mut queues = BTreeMap::new();
+    let mut spans = Vec::new();
     for (name, value) in doc.table("queues", value)? {
         let key = format!("queues.{}", name.get_ref());
         if let Err(e) = validate_queue_name(name.get_ref()) {
@@ -203,8 +204,44 @@ fn queues(
         }
         let queue = queue(doc, &key, name.span(), value)?;
         queues.insert(name.get_ref().to_string(), queue);
+        spans.push((name.get_ref().to_string(), name.span()));
+    }
+    for (name, span) in spans {
+        if let Some(message) = dead_letter_loop(&queues, &name) {
+            let key = format!("queues.{name}.dead_letter_queue");
+            return Err(doc.invalid(span, &key, message));
+        }
     }
     Ok(queues)
+}
+
+/// Follows a queue's dead-letter queue, and that queue's when it has a handler here, and so on:
+/// a chain that comes back to a queue already passed would dead-letter the same failures into
+/// each other for ever.
+fn dead_letter_loop(queues: &BTreeMap<String, QueueConfig>, start: &str) -> Option<String> {
+    let dead_letter_of = |name: &str| {
+        let queue = queues.get(name)?;
+        Some(
+            queue
+                .dead_letter_queue
+                .clone()
+                .unwrap_or_else(|| format!("{name}-dlq")),
+        )
+    };
+    let mut passed = vec![start.to_owned()];
+    let mut current = start.to_owned();
+    while let Some(next) = dead_letter_of(&current) {
+        if passed.contains(&next) {
+            passed.push(next);
+            return Some(format!(
+                "dead-lettered jobs would go round for ever: {}",
+                passed.join(" -> ")
+            ));
+        }
+        passed.push(next.clone());
+        current = next;
+    }
+    None
 }
 
 /// Reads one `[queues.<name>]` table; `key` is `queues.<name>`.

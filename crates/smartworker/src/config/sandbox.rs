@@ -19,11 +19,22 @@ pub(crate) fn heal_sandbox(layers: &Layers) -> Result<HealSandbox, ConfigError> 
     Ok(HealSandbox {
         kind: layers.read("heal.sandbox", kind)?.unwrap_or_default(),
         image: layers.read("heal.sandbox_image", image)?,
-        // Positive, so the sandbox can never be configured to run as root.
         uid: layers
-            .read("heal.sandbox_uid", Raw::positive_u32)?
+            .read("heal.sandbox_uid", sandbox_uid)?
             .unwrap_or(DEFAULT_SANDBOX_UID),
     })
+}
+
+/// A user id the sandbox can run as: never root, and never a value the kernel reads as "leave
+/// the id unchanged", which would keep this process's user (root) in the sandbox.
+fn sandbox_uid(raw: &Raw) -> Result<u32, ConfigError> {
+    let uid = raw.positive_u32()?;
+    if !smartworker_sandbox::is_usable_sandbox_uid(uid) {
+        return Err(raw.invalid(format!(
+            "{uid} cannot be the sandbox user: the kernel reads it as \"leave the id unchanged\""
+        )));
+    }
+    Ok(uid)
 }
 
 /// Reads a queue's own `sandbox` or `sandbox_image`; `None` when `field` is neither.

@@ -686,6 +686,13 @@ fn root_sandbox_uid_and_unknown_backends_are_refused() {
         &[("APP_HEAL_SANDBOX_UID", "0")],
         expect![[r#"environment: APP_HEAL_SANDBOX_UID: "0" is not a positive integer"#]],
     );
+    // (uid_t)-1 and its 16-bit form mean "unchanged" to setresuid: root would stay root.
+    for unchanged in ["4294967295", "65535"] {
+        let err = project
+            .load_with(None, &[("APP_HEAL_SANDBOX_UID", unchanged)])
+            .unwrap_err();
+        assert!(err.to_string().contains("leave the id unchanged"), "{err}");
+    }
     project.file(
         "smartworker.toml",
         "[queues.signup]\ncommand = [\"x\"]\nsandbox = \"podman\"\n",
@@ -792,4 +799,41 @@ fn a_group_threshold_outside_0_to_1_is_refused() {
             r#"smartworker.toml:2: memory.group_threshold: expected a number above 0 and at most 1, found "high""#
         ]],
     );
+}
+
+/// Reported: `dead_letter_queue` naming the queue itself made 1,321 jobs in 5 s on Redis.
+#[test]
+fn a_dead_letter_queue_that_leads_back_to_its_queue_is_refused() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[queues.loop]\ncommand = [\"false\"]\ndead_letter_queue = \"loop\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            "smartworker.toml:1: queues.loop.dead_letter_queue: dead-lettered jobs would go round for ever: loop -> loop"
+        ]],
+    );
+    project.file(
+        "smartworker.toml",
+        "[queues.a]\ncommand = [\"x\"]\ndead_letter_queue = \"b\"\n\
+         [queues.b]\ncommand = [\"x\"]\ndead_letter_queue = \"a\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            "smartworker.toml:1: queues.a.dead_letter_queue: dead-lettered jobs would go round for ever: a -> b -> a"
+        ]],
+    );
+    // A queue that consumes another's dead-letter queue is fine: its own go elsewhere.
+    project.file(
+        "smartworker.toml",
+        "[queues.a]\ncommand = [\"x\"]\n[queues.a-dlq]\ncommand = [\"x\"]\n",
+    );
+    assert!(project.load_with(None, &[]).is_ok());
 }
