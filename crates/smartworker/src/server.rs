@@ -88,7 +88,11 @@ pub enum ApiError {
     /// The request lacks the configured bearer token, or carries another one.
     #[error("{0}")]
     Unauthorized(&'static str),
-    /// Storage failed; details go to the log, not the response.
+    /// The queue storage (the SQLite file, Redis) failed or cannot be reached; details go to
+    /// the log. Usually passing (a restart of Redis), so clients may try again.
+    #[error("the queue storage is unavailable; see the server log")]
+    StorageUnavailable,
+    /// Something else failed; details go to the log, not the response.
     #[error("internal error; see the server log")]
     Internal,
 }
@@ -115,6 +119,9 @@ impl ApiError {
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "wrong_state"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::StorageUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -139,7 +146,7 @@ impl From<BackendError> for ApiError {
             BackendError::Invalid(invalid) => ApiError::InvalidBody(invalid.to_string()),
             BackendError::Storage(reason) => {
                 tracing::error!(error = %reason, "queue storage failed");
-                ApiError::Internal
+                ApiError::StorageUnavailable
             }
         }
     }

@@ -111,3 +111,32 @@ async fn api_and_workers_run_jobs_on_redis_and_dead_letter_to_a_queue_of_its_own
     );
     running.shutdown().await;
 }
+
+/// Reported: with Redis down every route, `/healthz` included, answered 500 `internal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_is_a_503_that_names_the_storage_and_clears_when_it_is_back() {
+    let mut redis = RedisServer::start().unwrap();
+    let tmp = TempDir::new().unwrap();
+    let app = open(&tmp, &redis);
+    let router = server::router(Arc::clone(&app));
+    let (status, _) = send(&router, Method::GET, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    redis.kill().unwrap();
+    let (status, body) = send(&router, Method::GET, "/healthz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    let (status, _) = send(&router, Method::GET, "/queues", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    redis.restart().unwrap();
+    let mut healthy = false;
+    for _ in 0..100 {
+        if send(&router, Method::GET, "/healthz", None).await.0 == StatusCode::OK {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "/healthz never recovered after redis came back");
+}
