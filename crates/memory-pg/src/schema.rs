@@ -123,10 +123,12 @@ CREATE INDEX mem_heal_attempts_job ON mem_heal_attempts (job_id);
 CREATE INDEX mem_heal_attempts_fix ON mem_heal_attempts (fix_id);
 
 -- Every write carries an id; a write replayed from the local buffer after an unclear
--- failure (the connection dropped during COMMIT) is skipped when its id is here.
+-- failure (the connection dropped during COMMIT) is skipped when its id is here, and answers
+-- the result stored with it.
 CREATE TABLE mem_applied_writes (
     write_id text PRIMARY KEY,
-    applied_at bigint NOT NULL
+    applied_at bigint NOT NULL,
+    result jsonb NOT NULL
 );
 ";
 

@@ -354,3 +354,32 @@ async fn a_malformed_url_is_refused_without_showing_the_password() {
     assert!(text.contains("invalid postgres url"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+/// A heal job that fails because memory is down is retried; recording the same failure again
+/// must not count it twice, whether the database is still down or back by then.
+#[tokio::test]
+async fn a_failure_recorded_again_by_a_retried_heal_job_counts_once() {
+    let mut pg = TestPostgres::start().unwrap();
+    pg.create_database("memory").unwrap();
+    let (backend, store) = connect(pg.options("memory")).await;
+    pg.kill();
+
+    let same = || failure("job-1", "fp", "KeyError", "'user'");
+    let vectors = || vectors_of("m", 3, &[1.0]);
+    for _ in 0..2 {
+        let err = store.record_failure(same(), vectors()).await.unwrap_err();
+        assert!(matches!(err, MemoryError::Buffered { .. }), "{err}");
+    }
+    assert_eq!(backend.buffered_writes(), 1);
+
+    pg.restart().unwrap();
+    let again = store.record_failure(same(), vectors()).await.unwrap();
+    assert_eq!(store.failure_count().await.unwrap(), 1);
+    let group = store.get_group(again.group_id).await.unwrap().unwrap();
+    assert_eq!(group.count, 1);
+
+    // Another failure of the same job (other message) is a failure of its own.
+    let other = failure("job-1", "fp", "KeyError", "'email'");
+    store.record_failure(other, vectors()).await.unwrap();
+    assert_eq!(store.failure_count().await.unwrap(), 2);
+}

@@ -3,20 +3,21 @@
 //!
 //! Nothing here decides anything about jobs; it only connects the parts.
 
-use crate::config::{Config, ExecutionContext, QueueConfig, SandboxKind};
+use crate::config::{Config, ExecutionContext, MemoryBackendKind, QueueConfig, SandboxKind};
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
 use smartworker_handler::{CommandHandler, CommandSpec};
 use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
 use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_memory_pg::{PgBackend, PgOptions};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
 use smartworker_sandbox::{SandboxHandler, SandboxOptions};
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -67,18 +68,63 @@ impl Running {
     }
 }
 
+/// The embedded memory store in the queue file.
+fn sqlite_memory(cfg: &Config, db: &Path) -> anyhow::Result<MemoryStore> {
+    if cfg.memory_backend == MemoryBackendKind::Postgres {
+        anyhow::bail!("memory.backend = \"postgres\" is opened with App::connect, not App::open");
+    }
+    MemoryStore::open(db).with_context(|| format!("opening the memory store in {}", db.display()))
+}
+
+/// Where PostgreSQL memory keeps writes while the database is down.
+pub fn memory_buffer_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("memory-pg-buffer.db")
+}
+
+/// Memory in PostgreSQL: connects, runs the migrations and replays any buffered writes.
+async fn postgres_memory(cfg: &Config) -> anyhow::Result<MemoryStore> {
+    let url = cfg
+        .database_url()
+        .context("memory.backend = \"postgres\" needs db.host (APP_DB_HOST) or APP_DB_URL")?;
+    let options = PgOptions::from_url(url.expose(), memory_buffer_path(cfg))
+        .context("reading the database settings in [db]")?;
+    let backend = PgBackend::connect(options)
+        .await
+        .context("opening the memory store in PostgreSQL")?;
+    Ok(MemoryStore::from_backend(Arc::new(backend)))
+}
+
 /// The queue file of a configuration (memory shares it).
 pub fn db_path(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("smartworker.db")
 }
 
 impl App {
-    /// Opens every part the configuration names.
+    /// Opens every part the configuration names, with memory in the embedded SQLite store.
     ///
     /// # Errors
     /// When the state directory, the queue file or the memory store cannot be opened, or a
-    /// client cannot be built from its settings.
+    /// client cannot be built from its settings; when `memory.backend` is `postgres`, which
+    /// needs [`App::connect`].
     pub fn open(cfg: Config) -> anyhow::Result<App> {
+        Self::assemble(cfg, None)
+    }
+
+    /// Opens every part the configuration names, connecting to PostgreSQL first (and running
+    /// its migrations) when `memory.backend` is `postgres`.
+    ///
+    /// # Errors
+    /// As [`App::open`]; when PostgreSQL cannot be reached or holds a newer schema.
+    pub async fn connect(cfg: Config) -> anyhow::Result<App> {
+        let memory = match cfg.memory_backend {
+            MemoryBackendKind::Sqlite => None,
+            MemoryBackendKind::Postgres => Some(postgres_memory(&cfg).await?),
+        };
+        Self::assemble(cfg, memory)
+    }
+
+    /// Builds the app around `memory`, or around the embedded store when it is `None`.
+    fn assemble(cfg: Config, memory: Option<MemoryStore>) -> anyhow::Result<App> {
         // FIXME: the Docker sandbox backend is not built yet (issue 5); until it is, asking for
         // it is an error rather than a silent switch to bubblewrap.
         if cfg.heal.sandbox == SandboxKind::Docker {
@@ -90,9 +136,11 @@ impl App {
         let backend = SqliteBackend::open(&db, SqliteOptions::default())
             .with_context(|| format!("opening the queue file {}", db.display()))?;
         let backend: Arc<dyn QueueBackend> = Arc::new(backend);
-        let memory = MemoryStore::open(&db)
-            .with_context(|| format!("opening the memory store in {}", db.display()))?
-            .with_secrets(cfg.secrets());
+        let memory = match memory {
+            Some(memory) => memory,
+            None => sqlite_memory(&cfg, &db)?,
+        }
+        .with_secrets(cfg.secrets());
         let notifier = Arc::new(open_notifier(&cfg)?);
         let commands: HashMap<String, CommandSpec> = cfg
             .queues

@@ -191,12 +191,12 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
             }
             Ok(())
         }
-        Command::Enqueue(args) => enqueue(&App::open(load_config(config)?)?, args).await,
-        Command::Jobs(args) => jobs(&App::open(load_config(config)?)?, args).await,
-        Command::Dead { action } => dead(&App::open(load_config(config)?)?, action).await,
+        Command::Enqueue(args) => enqueue(&App::connect(load_config(config)?).await?, args).await,
+        Command::Jobs(args) => jobs(&App::connect(load_config(config)?).await?, args).await,
+        Command::Dead { action } => dead(&App::connect(load_config(config)?).await?, action).await,
         Command::Fixes { action } => {
             fixes(
-                &App::open(load_config(config)?)?,
+                &App::connect(load_config(config)?).await?,
                 action.unwrap_or(FixAction::List),
             )
             .await

@@ -16,6 +16,7 @@
 
 mod dotenv;
 mod file;
+mod postgres;
 mod value;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use smartworker_core::{Backoff, JobOptions};
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
+pub use self::postgres::MemoryBackendKind;
 pub use self::value::Origin;
 
 /// The config file read when `--config` is not given; a missing one is not an error.
@@ -85,6 +87,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("db.user", "APP_DB_USER"),
     setting("db.password", "APP_DB_PASSWORD"),
     setting("db.name", "APP_DB_NAME"),
+    setting("db.url", "APP_DB_URL"),
+    setting("memory.backend", "APP_MEMORY_BACKEND"),
     setting("llm.url", "APP_LLM_URL"),
     setting("llm.model", "APP_LLM_MODEL"),
     setting("llm.api_key", "APP_LLM_API_KEY"),
@@ -304,6 +308,8 @@ pub struct DbConfig {
     pub password: Option<Secret>,
     /// `APP_DB_NAME`.
     pub name: Option<String>,
+    /// `APP_DB_URL`: the whole `postgres://` URL instead of host, port, user and name.
+    pub url: Option<Secret>,
 }
 
 /// The OpenAI-compatible chat model that proposes fixes.
@@ -408,6 +414,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// `[db]`.
     pub db: DbConfig,
+    /// `memory.backend`: where memory lives (see [`MemoryBackendKind`]).
+    pub memory_backend: MemoryBackendKind,
     /// `[llm]`.
     pub llm: LlmConfig,
     /// `[embed]`.
@@ -506,9 +514,13 @@ impl Config {
     }
 
     /// `postgres://user:password@host:port/name` when a database host is configured; user,
-    /// password and name are left out when not set and percent-encoded when they are.
+    /// password and name are left out when not set and percent-encoded when they are. A
+    /// configured `db.url` is returned as it is.
     pub fn database_url(&self) -> Option<Secret> {
         let db = &self.db;
+        if let Some(url) = &db.url {
+            return Some(url.clone());
+        }
         let host = db.host.as_deref()?;
         let mut url = String::from("postgres://");
         if let Some(user) = &db.user {
@@ -569,6 +581,7 @@ impl Config {
             }
             secrets.push(plain.to_owned());
         }
+        secrets.extend(self.db.url.as_ref().and_then(|u| url_password(u.expose())));
         secrets
     }
 }
@@ -647,6 +660,8 @@ fn build(
             Some("sandbox") => ExecutionContext::Sandbox,
             _ => ExecutionContext::Host,
         };
+    let db = db(layers)?;
+    let has_database = db.host.is_some() || db.url.is_some();
     Ok(Config {
         root_dir,
         state_dir,
@@ -654,7 +669,8 @@ fn build(
         server: server(layers)?,
         redis: redis(layers)?,
         smtp: smtp(layers)?,
-        db: db(layers)?,
+        db,
+        memory_backend: postgres::memory_backend(layers, has_database)?,
         llm: llm(layers)?,
         embed: embed(layers)?,
         heal: heal(layers, file_layer.check_command)?,
@@ -733,6 +749,7 @@ fn db(layers: &Layers) -> Result<DbConfig, ConfigError> {
         user,
         password,
         name: layers.read("db.name", Raw::text)?,
+        url: postgres::db_url(layers)?,
     })
 }
 
@@ -802,3 +819,11 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The password of a `scheme://user:password@host/...` URL, as written (percent-encoded).
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then(|| password.to_owned())
+}

@@ -78,6 +78,10 @@ pub enum ApiError {
     /// The request lacks the configured bearer token, or carries another one.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// The memory database cannot be reached right now (PostgreSQL down); writes wait in the
+    /// local buffer, reads cannot be answered.
+    #[error("the memory store is unreachable; try again later")]
+    MemoryUnavailable,
     /// Storage failed; details go to the log, not the response.
     #[error("internal error; see the server log")]
     Internal,
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::FixNotFound(_) => (StatusCode::NOT_FOUND, "fix_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "wrong_state"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::MemoryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "memory_unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -152,6 +157,11 @@ fn cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl From<smartworker_memory::MemoryError> for ApiError {
     fn from(err: smartworker_memory::MemoryError) -> Self {
+        use smartworker_memory::MemoryError;
+        if let MemoryError::Unavailable { .. } | MemoryError::Buffered { .. } = err {
+            tracing::warn!(error = %err, "memory store unreachable");
+            return ApiError::MemoryUnavailable;
+        }
         tracing::error!(error = %err, "memory store failed");
         ApiError::Internal
     }
