@@ -82,7 +82,8 @@ CREATE TABLE mem_fixes (
 );
 CREATE INDEX mem_fixes_group ON mem_fixes (group_id, verified, id);
 
--- group_id repeats the failure's group so a filtered vector search needs no join.
+-- group_id repeats the failure's group so a filtered vector search needs no join. A failure
+-- chunk whose exact vector its group already has is kept but not indexed (indexed = false).
 CREATE TABLE mem_chunks (
     id bigserial PRIMARY KEY,
     failure_id bigint REFERENCES mem_failures (id),
@@ -93,9 +94,13 @@ CREATE TABLE mem_chunks (
     text text NOT NULL,
     model_id integer NOT NULL REFERENCES mem_embedding_models (id),
     embedding vector NOT NULL,
+    vector_hash bigint NOT NULL,
+    indexed boolean NOT NULL,
     CHECK ((failure_id IS NULL) <> (fix_id IS NULL))
 );
 CREATE INDEX mem_chunks_failure ON mem_chunks (failure_id);
+CREATE INDEX mem_chunks_group_vector ON mem_chunks (group_id, model_id, vector_hash)
+    WHERE failure_id IS NOT NULL;
 CREATE INDEX mem_chunks_fix ON mem_chunks (fix_id);
 
 CREATE TABLE mem_heal_attempts (
@@ -201,12 +206,13 @@ async fn check_pgvector(client: &Client) -> Result<(), MemoryError> {
     Ok(())
 }
 
-/// The partial HNSW index of one model's failure chunks: cosine distance over a `halfvec`
-/// cast, which halves the index next to `vector` at the same recall (bench/MEMORY.md).
+/// The partial HNSW index of one model's distinct failure chunks: cosine distance over a
+/// `halfvec` cast, which halves the index next to `vector` at the same recall
+/// (bench/MEMORY.md).
 pub(crate) fn model_index_sql(model_id: i32, dimensions: usize) -> String {
     format!(
         "CREATE INDEX IF NOT EXISTS mem_chunks_hnsw_{model_id} ON mem_chunks
          USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops)
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL"
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed"
     )
 }

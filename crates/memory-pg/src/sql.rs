@@ -79,6 +79,10 @@ pub(crate) enum Owner {
 }
 
 /// Stores the chunks and vectors of one owner.
+///
+/// A failure chunk whose vector its group already holds (the same bug failing again, word for
+/// word) is stored but left out of the HNSW index (`indexed = false`): it would add nothing to
+/// a search but ties, and hundreds of identical points break the graph's links around them.
 pub(crate) async fn insert_chunks(
     tx: &Transaction<'_>,
     owner: Owner,
@@ -95,13 +99,18 @@ pub(crate) async fn insert_chunks(
     let insert = tx
         .prepare(
             "INSERT INTO mem_chunks (failure_id, fix_id, group_id, ordinal, kind, text, model_id,
-                 embedding)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 embedding, vector_hash, indexed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .await
         .map_err(pg_error)?;
     for (ordinal, (chunk, vector)) in vectors.chunks().iter().enumerate() {
         let embedding = Vector::from(vector.clone());
+        let hash = vector_hash(vector);
+        let indexed = match group_id {
+            Some(group) => !group_has_vector(tx, group, model_id, hash, &embedding).await?,
+            None => true,
+        };
         tx.execute(
             &insert,
             &[
@@ -113,12 +122,47 @@ pub(crate) async fn insert_chunks(
                 &chunk.text,
                 &model_id,
                 &embedding,
+                &hash,
+                &indexed,
             ],
         )
         .await
         .map_err(pg_error)?;
     }
     Ok(())
+}
+
+/// Whether the group already has an indexed failure chunk with exactly this vector.
+async fn group_has_vector(
+    tx: &Transaction<'_>,
+    group_id: i64,
+    model_id: i32,
+    hash: i64,
+    embedding: &Vector,
+) -> Result<bool, MemoryError> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM mem_chunks
+             WHERE group_id = $1 AND model_id = $2 AND vector_hash = $3 AND indexed
+               AND failure_id IS NOT NULL AND embedding = $4
+             LIMIT 1",
+            &[&group_id, &model_id, &hash, embedding],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.is_some())
+}
+
+/// FNV-1a over the vector's bits: equal vectors, equal hash.
+fn vector_hash(vector: &[f32]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in vector {
+        for b in x.to_bits().to_le_bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 /// The id of the vectors' model, registering it (and its index) on first use; `None` when
@@ -283,11 +327,7 @@ pub(crate) async fn similar_failures(
     ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.0.cmp(&a.0)));
     ranked.truncate(q.k);
 
-    let mut out = Vec::with_capacity(ranked.len());
-    for (failure_id, group_id, score) in ranked {
-        out.push(similar(tx, failure_id, group_id, score).await?);
-    }
-    Ok(out)
+    details(tx, &ranked).await
 }
 
 /// group id → (failure id, score) of the group's best chunk among the nearest candidates.
@@ -303,7 +343,7 @@ async fn best_per_group(
     // The score is computed on the full-precision vector; only the order comes from the index.
     let sql = format!(
         "SELECT failure_id, group_id, (1 - (embedding <=> $1))::real FROM mem_chunks
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed
            AND ($2::bigint IS NULL OR group_id <> $2)
          ORDER BY embedding::halfvec({dims}) <=> $1::halfvec({dims})
          LIMIT $3"
@@ -344,7 +384,7 @@ async fn exact_best_per_group(
     let sql = format!(
         "SELECT DISTINCT ON (group_id) failure_id, group_id, (1 - (embedding <=> $1))::real
          FROM mem_chunks
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed
            AND ($2::bigint IS NULL OR group_id <> $2)
          ORDER BY group_id, embedding <=> $1, failure_id DESC"
     );
@@ -368,39 +408,57 @@ fn best_of(rows: &[Row]) -> HashMap<i64, (i64, f32)> {
     best
 }
 
-async fn similar<C: GenericClient>(
+/// The ranked (failure, group, score) triples with each failure's error and its group's best
+/// fix, in two queries.
+async fn details<C: GenericClient>(
     client: &C,
-    failure_id: i64,
-    group_id: i64,
-    score: f32,
-) -> Result<SimilarFailure, MemoryError> {
-    let row = client
-        .query_one(
-            "SELECT error_type, message FROM mem_failures WHERE id = $1",
-            &[&failure_id],
-        )
-        .await
-        .map_err(pg_error)?;
-    let fix = client
-        .query_opt(
-            &format!(
-                "SELECT {FIX_COLUMNS} FROM mem_fixes WHERE group_id = $1
-                 ORDER BY verified DESC, id DESC LIMIT 1"
-            ),
-            &[&group_id],
+    ranked: &[(i64, i64, f32)],
+) -> Result<Vec<SimilarFailure>, MemoryError> {
+    let failure_ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+    let group_ids: Vec<i64> = ranked.iter().map(|r| r.1).collect();
+    let errors: HashMap<i64, (String, String)> = client
+        .query(
+            "SELECT id, error_type, message FROM mem_failures WHERE id = ANY($1)",
+            &[&failure_ids],
         )
         .await
         .map_err(pg_error)?
-        .map(|r| fix_summary_from_row(&r))
-        .transpose()?;
-    Ok(SimilarFailure {
-        failure_id,
-        group_id,
-        score,
-        error_type: row.get(0),
-        message: row.get(1),
-        fix,
-    })
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let fixes = client
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (group_id) {FIX_COLUMNS} FROM mem_fixes
+                 WHERE group_id = ANY($1) ORDER BY group_id, verified DESC, id DESC"
+            ),
+            &[&group_ids],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut fixes: HashMap<i64, FixSummary> = fixes
+        .iter()
+        .map(fix_summary_from_row)
+        .map(|f| f.map(|f| (f.group_id, f)))
+        .collect::<Result<_, _>>()?;
+
+    let mut out = Vec::with_capacity(ranked.len());
+    for &(failure_id, group_id, score) in ranked {
+        let Some((error_type, message)) = errors.get(&failure_id).cloned() else {
+            return Err(MemoryError::Corrupt(format!(
+                "failure {failure_id} vanished"
+            )));
+        };
+        out.push(SimilarFailure {
+            failure_id,
+            group_id,
+            score,
+            error_type,
+            message,
+            fix: fixes.remove(&group_id),
+        });
+    }
+    Ok(out)
 }
 
 /// Stores a fix after checking its group and failure, and links its heal job's attempts.
