@@ -1,37 +1,64 @@
 //! The embeddings server as a memory [`Embedder`], so memory never calls the network itself.
+//!
+//! The vector length is configured, or learned from the server's first answer and held from
+//! then on: a server that later answers with another length (another model behind the same
+//! name) is refused, so its vectors never mix with the stored ones.
 
 use async_trait::async_trait;
 use smartworker_memory::{EmbedError, Embedder};
 use smartworker_model::EmbedClient;
-
-/// Dimensions of the embedding models SmartWorker is commonly pointed at.
-const KNOWN_DIMENSIONS: &[(&str, usize)] = &[
-    ("bge-large-en-v1.5", 1024),
-    ("bge-base-en-v1.5", 768),
-    ("bge-small-en-v1.5", 384),
-    ("all-MiniLM-L6-v2", 384),
-    ("nomic-embed-text", 768),
-    ("text-embedding-3-small", 1536),
-    ("text-embedding-3-large", 3072),
-];
+use std::sync::OnceLock;
 
 /// An OpenAI-compatible embeddings server.
 pub struct RemoteEmbedder {
     client: EmbedClient,
-    dimensions: usize,
+    configured: Option<usize>,
+    learned: OnceLock<usize>,
 }
 
 impl RemoteEmbedder {
-    /// Wraps a client; the dimension comes from the model's name (1024 when unknown).
-    // FIXME: read the dimension from configuration or the first reply; an unknown model of
-    // another size is refused as wrong-shaped and the lexical fallback is used instead.
+    /// Wraps a client whose vector length is learned from its first answer; until then
+    /// [`Embedder::dimensions`] is 0.
     pub fn new(client: EmbedClient) -> RemoteEmbedder {
-        let model = client.config().model.clone();
-        let dimensions = KNOWN_DIMENSIONS
-            .iter()
-            .find(|(name, _)| model.ends_with(name))
-            .map_or(1024, |(_, d)| *d);
-        RemoteEmbedder { client, dimensions }
+        RemoteEmbedder {
+            client,
+            configured: None,
+            learned: OnceLock::new(),
+        }
+    }
+
+    /// Wraps a client whose vectors must have `dimensions` components; others are refused.
+    pub fn with_dimensions(client: EmbedClient, dimensions: usize) -> RemoteEmbedder {
+        RemoteEmbedder {
+            configured: Some(dimensions),
+            ..RemoteEmbedder::new(client)
+        }
+    }
+
+    /// Checks the answer's length against the configured or learned one, learning it first.
+    fn check_length(&self, vectors: &[Vec<f32>]) -> Result<(), EmbedError> {
+        let Some(first) = vectors.first() else {
+            return Ok(());
+        };
+        let expected = match self.configured {
+            Some(d) => d,
+            None => *self.learned.get_or_init(|| {
+                tracing::info!(
+                    model = self.model(),
+                    dimensions = first.len(),
+                    "embedding size learned"
+                );
+                first.len()
+            }),
+        };
+        if first.len() != expected {
+            return Err(EmbedError::WrongDimensions {
+                model: self.model().to_owned(),
+                expected,
+                got: first.len(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -42,16 +69,22 @@ impl Embedder for RemoteEmbedder {
     }
 
     fn dimensions(&self) -> usize {
-        self.dimensions
+        self.configured
+            .or_else(|| self.learned.get().copied())
+            .unwrap_or(0)
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.client
+        let vectors = self
+            .client
             .embed(texts)
             .await
             .map_err(|e| EmbedError::Failed {
                 model: self.model().to_owned(),
                 reason: e.to_string(),
-            })
+            })?;
+        // The client already refused answers of mixed lengths, so the first vector speaks for all.
+        self.check_length(&vectors)?;
+        Ok(vectors)
     }
 }

@@ -585,7 +585,7 @@ async fn jobs_run_on_while_postgres_is_down_and_no_failure_is_lost() {
     assert_eq!(backend.replay().await.unwrap(), 0);
     assert_eq!(h.memory.failure_count().await.unwrap(), 1);
     let group = &h.memory.list_groups(1).await.unwrap()[0];
-    assert_eq!(group.last_job_ids, [buggy.0.clone()]);
+    assert_eq!(group.last_job_ids, std::slice::from_ref(&buggy.0));
     h.stop().await;
 }
 

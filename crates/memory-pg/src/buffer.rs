@@ -6,7 +6,9 @@
 //! whose first try did reach the database before the connection died applies it only once.
 
 use serde::{Deserialize, Serialize};
-use smartworker_memory::{EmbeddedChunks, FailureInput, HealAttemptRecord, MemoryError, NewFix};
+use smartworker_memory::{
+    EmbeddedChunks, FailureInput, Grouping, HealAttemptRecord, MemoryError, NewFix,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,8 @@ pub(crate) enum Write {
     Failure {
         input: FailureInput,
         vectors: EmbeddedChunks,
+        #[serde(default)]
+        grouping: Grouping,
     },
     /// `record_fix`.
     Fix { fix: NewFix },

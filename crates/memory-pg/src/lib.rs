@@ -12,6 +12,7 @@
 
 mod buffer;
 mod error;
+mod groups;
 mod schema;
 mod sql;
 #[cfg(feature = "testing")]
@@ -22,8 +23,9 @@ use crate::error::{BACKEND, pg_error, pool_error, timed_out};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use sha2::Digest;
 use smartworker_memory::{
-    EmbeddedChunks, FailureInput, FailureRecord, Fix, FixDetail, FixSummary, Group, HealAttempt,
-    HealAttemptRecord, MemoryBackend, MemoryError, NewFix, SimilarFailure,
+    EmbeddedChunks, FailureInput, FailureRecord, Fix, FixDetail, FixSummary, Group, GroupDetail,
+    GroupQuery, GroupSummary, Grouping, HealAttempt, HealAttemptRecord, MemoryBackend, MemoryError,
+    NewFix, SearchHit, SearchQuery, SimilarFailure, SimilarGroup,
 };
 use std::future::Future;
 use std::path::PathBuf;
@@ -364,8 +366,12 @@ async fn apply_write(
     at: i64,
 ) -> Result<Applied, MemoryError> {
     Ok(match write {
-        Write::Failure { input, vectors } => {
-            let record = sql::insert_failure(tx, input, vectors, at).await?;
+        Write::Failure {
+            input,
+            vectors,
+            grouping,
+        } => {
+            let record = sql::insert_failure(tx, input, vectors, *grouping, at).await?;
             Applied::Failure { record }
         }
         Write::Fix { fix } => Applied::Id {
@@ -408,15 +414,64 @@ fn mismatched(what: &str) -> MemoryError {
 
 #[async_trait::async_trait]
 impl MemoryBackend for PgBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn record_failure(
         &self,
         input: FailureInput,
         vectors: EmbeddedChunks,
     ) -> Result<FailureRecord, MemoryError> {
-        match self.write(Write::Failure { input, vectors }).await? {
+        self.record_failure_grouped(input, vectors, Grouping::default())
+            .await
+    }
+
+    async fn record_failure_grouped(
+        &self,
+        input: FailureInput,
+        vectors: EmbeddedChunks,
+        grouping: Grouping,
+    ) -> Result<FailureRecord, MemoryError> {
+        let write = Write::Failure {
+            input,
+            vectors,
+            grouping,
+        };
+        match self.write(write).await? {
             Applied::Failure { record } => Ok(record),
             _ => Err(mismatched("a failure")),
         }
+    }
+
+    async fn groups(&self, query: GroupQuery) -> Result<Vec<GroupSummary>, MemoryError> {
+        self.read(|client| async move { groups::groups(&**client, &query).await })
+            .await
+    }
+
+    async fn group_detail(&self, id: i64) -> Result<Option<GroupDetail>, MemoryError> {
+        self.read(|client| async move { groups::group_detail(&**client, id).await })
+            .await
+    }
+
+    async fn similar_groups(&self, id: i64, k: usize) -> Result<Vec<SimilarGroup>, MemoryError> {
+        self.read(|mut client| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let found = groups::similar_groups(&tx, id, k).await?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.read(|mut client| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let hits = groups::search(&tx, &query).await?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok(hits)
+        })
+        .await
     }
 
     async fn similar_failures(

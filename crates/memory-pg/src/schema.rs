@@ -58,8 +58,9 @@ CREATE TABLE mem_failures (
     embedding_model text NOT NULL,
     embedding_dimensions integer NOT NULL,
     created_at bigint NOT NULL,
-    search tsvector GENERATED ALWAYS AS
-        (to_tsvector('simple', error_type || ' ' || message || ' ' || stack)) STORED
+    -- Punctuation splits words, so `users.py` and `create_user` are found by their parts.
+    search tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(
+        error_type || ' ' || message || ' ' || stack, '[^[:alnum:]]+', ' ', 'g'))) STORED
 );
 CREATE INDEX mem_failures_group ON mem_failures (group_id);
 CREATE INDEX mem_failures_search ON mem_failures USING gin (search);
@@ -102,6 +103,16 @@ CREATE INDEX mem_chunks_failure ON mem_chunks (failure_id);
 CREATE INDEX mem_chunks_group_vector ON mem_chunks (group_id, model_id, vector_hash)
     WHERE failure_id IS NOT NULL;
 CREATE INDEX mem_chunks_fix ON mem_chunks (fix_id);
+
+-- Per group and model, the first failure with a summary vector: what near-duplicate joining
+-- and similar groups compare.
+CREATE TABLE mem_group_representatives (
+    group_id bigint NOT NULL REFERENCES mem_groups (id),
+    model_id integer NOT NULL REFERENCES mem_embedding_models (id),
+    failure_id bigint NOT NULL REFERENCES mem_failures (id),
+    embedding vector NOT NULL,
+    PRIMARY KEY (group_id, model_id)
+);
 
 CREATE TABLE mem_heal_attempts (
     id bigserial PRIMARY KEY,
@@ -213,6 +224,10 @@ pub(crate) fn model_index_sql(model_id: i32, dimensions: usize) -> String {
     format!(
         "CREATE INDEX IF NOT EXISTS mem_chunks_hnsw_{model_id} ON mem_chunks
          USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops)
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed"
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed;
+         CREATE INDEX IF NOT EXISTS mem_group_representatives_hnsw_{model_id}
+         ON mem_group_representatives
+         USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops)
+         WHERE model_id = {model_id}"
     )
 }

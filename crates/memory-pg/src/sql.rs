@@ -4,11 +4,13 @@
 //! group update and its vectors land together or not at all.
 
 use crate::error::pg_error;
+use crate::groups;
 use crate::schema::{MAX_INDEXED_DIMENSIONS, model_index_sql};
 use pgvector::Vector;
 use smartworker_memory::{
     AttemptTimings, EmbeddedChunks, FailureInput, FailureRecord, Fix, FixSource, FixSummary, Group,
-    HealAttempt, HealAttemptRecord, MAX_GROUP_JOB_IDS, MemoryError, NewFix, SimilarFailure,
+    Grouping, HealAttempt, HealAttemptRecord, MAX_GROUP_JOB_IDS, MemoryError, NewFix,
+    SimilarFailure,
 };
 use std::collections::HashMap;
 use tokio_postgres::types::{Json, ToSql};
@@ -25,10 +27,18 @@ pub(crate) async fn insert_failure(
     tx: &Transaction<'_>,
     input: &FailureInput,
     vectors: &EmbeddedChunks,
+    grouping: Grouping,
     now: i64,
 ) -> Result<FailureRecord, MemoryError> {
     let model_id = register_model(tx, vectors).await?;
-    let (group_id, new_group) = join_group(tx, input, now).await?;
+    let summary = model_id.zip(groups::summary_vector(vectors));
+    let near = match (summary, grouping.threshold) {
+        (Some((model_id, vector)), Some(threshold)) => {
+            groups::nearest_group(tx, model_id, vector, threshold).await?
+        }
+        _ => None,
+    };
+    let (group_id, new_group) = join_group(tx, input, near, now).await?;
 
     let row = tx
         .query_one(
@@ -63,6 +73,9 @@ pub(crate) async fn insert_failure(
             group_id,
         };
         insert_chunks(tx, owner, model_id, vectors).await?;
+    }
+    if let Some((model_id, vector)) = summary {
+        groups::keep_representative(tx, group_id, model_id, failure_id, vector).await?;
     }
     Ok(FailureRecord {
         failure_id,
@@ -220,12 +233,25 @@ pub(crate) async fn model_info<C: GenericClient>(
     Ok(row.map(|r| (r.get(0), from_i32(r.get(1)))))
 }
 
-/// The group of the failure's fingerprint, updated for this failure, or a new group.
+/// The group of the failure's fingerprint, else the near-duplicate group `near`, updated for
+/// this failure; or a new group.
 async fn join_group(
     tx: &Transaction<'_>,
     input: &FailureInput,
+    near: Option<i64>,
     now: i64,
 ) -> Result<(i64, bool), MemoryError> {
+    let same = tx
+        .query_opt(
+            "SELECT id FROM mem_groups WHERE fingerprint = $1",
+            &[&input.fingerprint],
+        )
+        .await
+        .map_err(pg_error)?;
+    if let Some(id) = same.map(|r| r.get::<_, i64>(0)).or(near) {
+        return update_group(tx, id, input, now).await.map(|id| (id, false));
+    }
+
     // ON CONFLICT waits for a concurrent insert of the same fingerprint, so two writers never
     // create two groups for it.
     let created = tx
@@ -248,17 +274,34 @@ async fn join_group(
     if let Some(row) = created {
         return Ok((row.get(0), true));
     }
-
     let row = tx
         .query_one(
-            "SELECT id, queues, last_job_ids FROM mem_groups WHERE fingerprint = $1 FOR UPDATE",
+            "SELECT id FROM mem_groups WHERE fingerprint = $1",
             &[&input.fingerprint],
         )
         .await
         .map_err(pg_error)?;
-    let id: i64 = row.get(0);
-    let mut queues: Vec<String> = row.get(1);
-    let mut job_ids: Vec<String> = row.get(2);
+    update_group(tx, row.get(0), input, now)
+        .await
+        .map(|id| (id, false))
+}
+
+/// Counts the failure in group `id` (locked for the update) and returns the id.
+async fn update_group(
+    tx: &Transaction<'_>,
+    id: i64,
+    input: &FailureInput,
+    now: i64,
+) -> Result<i64, MemoryError> {
+    let row = tx
+        .query_one(
+            "SELECT queues, last_job_ids FROM mem_groups WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut queues: Vec<String> = row.get(0);
+    let mut job_ids: Vec<String> = row.get(1);
     add_to_group(&mut queues, &mut job_ids, input);
 
     tx.execute(
@@ -269,7 +312,7 @@ async fn join_group(
     )
     .await
     .map_err(pg_error)?;
-    Ok((id, false))
+    Ok(id)
 }
 
 fn add_to_group(queues: &mut Vec<String>, job_ids: &mut Vec<String>, input: &FailureInput) {
@@ -331,7 +374,7 @@ pub(crate) async fn similar_failures(
 }
 
 /// group id → (failure id, score) of the group's best chunk among the nearest candidates.
-async fn best_per_group(
+pub(crate) async fn best_per_group(
     tx: &Transaction<'_>,
     q: &SimilarQuery<'_>,
     model_id: i32,
@@ -675,10 +718,10 @@ pub(crate) async fn heal_attempts<C: GenericClient>(
     Ok(rows.iter().map(heal_attempt_from_row).collect())
 }
 
-const GROUP_COLUMNS: &str =
+pub(crate) const GROUP_COLUMNS: &str =
     "id, fingerprint, error_type, message, count, first_seen, last_seen, queues, last_job_ids";
 
-fn group_from_row(row: &Row) -> Group {
+pub(crate) fn group_from_row(row: &Row) -> Group {
     Group {
         id: row.get(0),
         fingerprint: row.get(1),
@@ -692,10 +735,10 @@ fn group_from_row(row: &Row) -> Group {
     }
 }
 
-const FIX_COLUMNS: &str = "id, group_id, failure_id, job_id, queue, verified, source, model, \
+pub(crate) const FIX_COLUMNS: &str = "id, group_id, failure_id, job_id, queue, verified, source, model, \
                            rounds, root_cause, heal_job_id, created_at";
 
-fn fix_summary_from_row(row: &Row) -> Result<FixSummary, MemoryError> {
+pub(crate) fn fix_summary_from_row(row: &Row) -> Result<FixSummary, MemoryError> {
     let source: String = row.get(6);
     let source = FixSource::parse(&source)
         .ok_or_else(|| MemoryError::Corrupt(format!("unknown fix source {source:?}")))?;

@@ -7,6 +7,9 @@
 use crate::chunk::FailureInput;
 use crate::embed::EmbeddedChunks;
 use crate::error::MemoryError;
+use crate::group::{
+    GroupDetail, GroupQuery, GroupSummary, Grouping, SearchHit, SearchQuery, SimilarGroup,
+};
 use crate::record::{
     FailureRecord, Fix, FixDetail, FixSummary, Group, HealAttempt, HealAttemptRecord, NewFix,
     SimilarFailure,
@@ -24,12 +27,79 @@ use crate::record::{
 /// - a store written by a newer schema version is refused, never downgraded.
 #[async_trait::async_trait]
 pub trait MemoryBackend: Send + Sync + 'static {
+    /// A short name for messages, e.g. `sqlite`.
+    fn name(&self) -> &'static str {
+        "backend"
+    }
+
     /// Stores a final failure and its chunk vectors in the group of its fingerprint.
     async fn record_failure(
         &self,
         input: FailureInput,
         vectors: EmbeddedChunks,
     ) -> Result<FailureRecord, MemoryError>;
+
+    /// Stores a final failure like [`MemoryBackend::record_failure`], choosing its group so:
+    /// the group of its fingerprint; else, when `grouping.threshold` is set and the failure has
+    /// a [`crate::ChunkKind::Summary`] vector, the group whose representative failure (its
+    /// oldest failure with a summary vector of the same model) is nearest by cosine, if that
+    /// similarity is at least the threshold; else a new group.
+    ///
+    /// The default groups by fingerprint only.
+    // FIXME: the default ignores `grouping`; a backend must override it to join near-duplicates.
+    async fn record_failure_grouped(
+        &self,
+        input: FailureInput,
+        vectors: EmbeddedChunks,
+        grouping: Grouping,
+    ) -> Result<FailureRecord, MemoryError> {
+        let _ = grouping;
+        self.record_failure(input, vectors).await
+    }
+
+    /// Groups by last seen, newest first: `query.limit` of them, last seen strictly before
+    /// `query.before` when set, touching `query.queue` when set; each with its fix counts.
+    async fn groups(&self, query: GroupQuery) -> Result<Vec<GroupSummary>, MemoryError> {
+        let _ = query;
+        Err(self.unsupported("listing groups"))
+    }
+
+    /// One group with its newest job ids (at most [`crate::DETAIL_JOB_IDS`]), newest failures
+    /// (at most [`crate::DETAIL_FAILURES`]) and fixes, newest first.
+    async fn group_detail(&self, id: i64) -> Result<Option<GroupDetail>, MemoryError> {
+        let _ = id;
+        Err(self.unsupported("group details"))
+    }
+
+    /// The `k` other groups whose representative summary vectors are nearest to group `id`'s,
+    /// best first, compared only with vectors of the model of `id`'s representative.
+    ///
+    /// [`MemoryError::UnknownGroup`] for an id no group has; an empty list when the group has
+    /// no summary vector.
+    async fn similar_groups(&self, id: i64, k: usize) -> Result<Vec<SimilarGroup>, MemoryError> {
+        let _ = (id, k);
+        Err(self.unsupported("similar groups"))
+    }
+
+    /// Up to `query.k` groups ranked by reciprocal rank fusion ([`crate::fuse`]) of a full-text
+    /// ranking of the words of `query.text` (error types, messages, frame files and functions)
+    /// and, when `query.vector` is given, a ranking by the best cosine of any failure chunk of
+    /// the group among vectors of the query's model only.
+    ///
+    /// [`MemoryError::DimensionMismatch`] when the query vector's length differs from the one
+    /// stored for its model; a model with no stored vectors adds nothing to the ranking.
+    async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        let _ = query;
+        Err(self.unsupported("search"))
+    }
+
+    /// The error for an operation this backend does not offer.
+    fn unsupported(&self, operation: &'static str) -> MemoryError {
+        MemoryError::Unsupported {
+            backend: self.name(),
+            operation,
+        }
+    }
 
     /// The `k` failures most similar to `vector` among vectors of `model`, best first, at most
     /// one per group, leaving out `exclude_group`.

@@ -2,11 +2,18 @@
 //!
 //! A payload is embedded by its shape only (keys and JSON types), never by its values, so two
 //! sign-ups with different e-mail addresses look alike and no customer data reaches a vector.
+//!
+//! The summary chunk is what near-duplicate grouping compares: the error line and the innermost
+//! project frames, with everything that changes between two runs of the same bug (ids,
+//! timestamps, counts, line numbers) replaced by placeholders.
 
+use crate::embed::is_volatile;
 use crate::secrets::{mask_payload, mask_secrets};
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 /// The most frames that get a chunk each; deeper frames rarely say more about the failure.
 const MAX_FRAME_CHUNKS: usize = 8;
@@ -19,6 +26,9 @@ const MAX_SHAPE_DEPTH: usize = 6;
 
 /// How many keys of one object the payload shape lists before it writes `…`.
 const MAX_SHAPE_KEYS: usize = 48;
+
+/// How many of the innermost project frames the summary names.
+const SUMMARY_FRAMES: usize = 2;
 
 /// One final failure of a job, as the heal pipeline hands it to memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +81,8 @@ pub struct FrameInput {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkKind {
+    /// The error line and innermost frames with volatile values masked; grouping compares it.
+    Summary,
     /// `error_type: message`.
     Error,
     /// One project frame with its code.
@@ -87,6 +99,7 @@ impl ChunkKind {
     /// The snake_case name used in storage.
     pub fn as_str(self) -> &'static str {
         match self {
+            ChunkKind::Summary => "summary",
             ChunkKind::Error => "error",
             ChunkKind::Frame => "frame",
             ChunkKind::PayloadShape => "payload_shape",
@@ -98,6 +111,7 @@ impl ChunkKind {
     /// Parses the name written by [`ChunkKind::as_str`].
     pub fn parse(name: &str) -> Option<ChunkKind> {
         let all = [
+            ChunkKind::Summary,
             ChunkKind::Error,
             ChunkKind::Frame,
             ChunkKind::PayloadShape,
@@ -126,11 +140,14 @@ impl Chunk {
     }
 }
 
-/// The chunks of a failure: its error line, one per project frame (at most eight) with its
-/// code, and the payload's shape.
+/// The chunks of a failure: its summary, its error line, one per project frame (at most eight)
+/// with its code, and the payload's shape.
 pub fn chunks_for_failure(input: &FailureInput) -> Vec<Chunk> {
     let error = format!("{}: {}", input.error_type, input.message);
-    let mut chunks = vec![Chunk::new(ChunkKind::Error, error)];
+    let mut chunks = vec![
+        Chunk::new(ChunkKind::Summary, summary_text(input)),
+        Chunk::new(ChunkKind::Error, error),
+    ];
 
     let frames = input.frames.iter().take(MAX_FRAME_CHUNKS);
     chunks.extend(frames.map(|f| Chunk::new(ChunkKind::Frame, frame_text(f))));
@@ -150,6 +167,43 @@ pub fn chunks_for_fix(root_cause: &str, diff: &str) -> Vec<Chunk> {
         .filter(|(_, text)| !text.trim().is_empty())
         .map(|(kind, text)| Chunk::new(kind, text.to_owned()))
         .collect()
+}
+
+/// `KeyError: 'email'` then `in create_user (app/users.py)` for the innermost project frames,
+/// with ids, numbers and timestamps masked, so two runs of one bug read the same.
+pub fn summary_text(input: &FailureInput) -> String {
+    let mut text = format!("{}: {}", input.error_type, mask_volatile(&input.message));
+    for frame in input.frames.iter().take(SUMMARY_FRAMES) {
+        let file = mask_volatile(&frame.file);
+        match &frame.function {
+            Some(function) => text.push_str(&format!("\nin {} ({file})", mask_volatile(function))),
+            None => text.push_str(&format!("\nin {file}")),
+        }
+    }
+    text
+}
+
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    let hex = |n: usize| format!("[0-9a-fA-F]{{{n}}}");
+    let pattern = format!("{}-{}-{}-{}-{}", hex(8), hex(4), hex(4), hex(4), hex(12));
+    Regex::new(&pattern).expect("the uuid pattern compiles")
+});
+static WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[0-9A-Za-z_]+").expect("the word pattern compiles"));
+static DIGITS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[0-9]+").expect("the digits pattern compiles"));
+
+/// The text with UUIDs, hex ids and `0x…` as `<id>` and every digit run as `<n>`.
+pub fn mask_volatile(text: &str) -> String {
+    let text = UUID.replace_all(text, "<id>");
+    let text = WORD.replace_all(&text, |caps: &regex::Captures<'_>| {
+        let word = &caps[0];
+        if is_volatile(word) {
+            return "<id>".to_owned();
+        }
+        DIGITS.replace_all(word, "<n>").into_owned()
+    });
+    text.into_owned()
 }
 
 /// `src/user.py:12 in create_user` followed by the code, when there is some.
@@ -314,6 +368,10 @@ mod tests {
         expect![[r#"
             [
                 Chunk {
+                    kind: Summary,
+                    text: "KeyError: 'email'\nin create_user (app/users.py)\nin app/main.py",
+                },
+                Chunk {
                     kind: Error,
                     text: "KeyError: 'email'",
                 },
@@ -332,6 +390,29 @@ mod tests {
             ]
         "#]]
         .assert_debug_eq(&chunks);
+    }
+
+    #[test]
+    fn summary_masks_ids_numbers_and_timestamps_but_keeps_names() {
+        let mut input = failure(json!(null));
+        input.message = "user 4821 (5f0c2a9e-1b7d-4c3e-9a8f-0123456789ab) not found at \
+                         2026-03-01T10:12:01Z, request deadbeef42 via 0x7f3a"
+            .into();
+        expect![[r#"
+            KeyError: user <n> (<id>) not found at <n>-<n>-<n>T<n>:<n>:<n>Z, request <id> via <id>
+            in create_user (app/users.py)
+            in app/main.py"#]]
+        .assert_eq(&summary_text(&input));
+    }
+
+    #[test]
+    fn two_runs_of_one_bug_have_the_same_summary() {
+        let mut first = failure(json!({"email": "a@example.org"}));
+        let mut second = failure(json!({"email": "b@example.org"}));
+        first.message = "order 1182 has no customer (at 09:14:02)".into();
+        second.message = "order 77 has no customer (at 23:59:59)".into();
+        second.frames[0].line = Some(48);
+        assert_eq!(summary_text(&first), summary_text(&second));
     }
 
     #[test]

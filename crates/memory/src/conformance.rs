@@ -15,8 +15,8 @@
 
 use crate::{
     AttemptTimings, Chunk, ChunkKind, EmbeddedChunks, FailureInput, FailureRecord, FixSource,
-    FrameInput, HealAttemptRecord, LexicalEmbedder, MAX_GROUP_JOB_IDS, MemoryError, MemoryStore,
-    NewFix, chunks_for_failure, embed_chunks,
+    FrameInput, GroupQuery, HealAttemptRecord, LexicalEmbedder, MAX_GROUP_JOB_IDS, MemoryError,
+    MemoryStore, NewFix, QueryVector, SearchQuery, chunks_for_failure, embed_chunks,
 };
 use serde_json::json;
 
@@ -469,6 +469,261 @@ pub async fn secrets_are_masked_before_they_are_stored(store: MemoryStore) {
     let stored = store.heal_attempts_for_job("heal-1").await.unwrap();
     assert!(!stored[0].record.sandbox_stderr.contains("hunter22"));
     assert!(!stored[0].record.sandbox_stdout.contains("pa55"));
+}
+
+/// A summary chunk and an error chunk, both with the vector `values` padded to `dims`.
+pub fn summary_vectors(model: &str, dims: usize, values: &[f32]) -> EmbeddedChunks {
+    let mut vector = vec![0.0; dims];
+    vector[..values.len()].copy_from_slice(values);
+    let chunks = vec![
+        Chunk {
+            kind: ChunkKind::Summary,
+            text: "E: m\nin f (src/users.ts)".into(),
+        },
+        Chunk {
+            kind: ChunkKind::Error,
+            text: "E: m".into(),
+        },
+    ];
+    EmbeddedChunks::new(model, dims, chunks, vec![vector.clone(), vector]).unwrap()
+}
+
+/// A failure with a new fingerprint joins the group whose representative summary vector is
+/// nearest and at least the threshold; a fingerprint match wins over similarity; vectors of
+/// another model never join.
+pub async fn near_duplicates_join_the_nearest_group(store: MemoryStore) {
+    let store = store.with_group_threshold(0.9);
+    let a = store
+        .record_failure(
+            failure("1", "fp-a", "E", "a"),
+            summary_vectors("m", 3, &[1.0, 0.0, 0.0]),
+        )
+        .await
+        .unwrap();
+    // cosine with a's representative: 0.95 / |(0.95, 0.3)| ≈ 0.954.
+    let near = store
+        .record_failure(
+            failure("2", "fp-b", "E", "b"),
+            summary_vectors("m", 3, &[0.95, 0.3, 0.0]),
+        )
+        .await
+        .unwrap();
+    // cosine ≈ 0.71: below the threshold.
+    let far = store
+        .record_failure(
+            failure("3", "fp-c", "E", "c"),
+            summary_vectors("m", 3, &[0.7, 0.7, 0.0]),
+        )
+        .await
+        .unwrap();
+    let by_fingerprint = store
+        .record_failure(
+            failure("4", "fp-c", "E", "c"),
+            summary_vectors("m", 3, &[1.0, 0.0, 0.0]),
+        )
+        .await
+        .unwrap();
+    let other_model = store
+        .record_failure(
+            failure("5", "fp-d", "E", "d"),
+            summary_vectors("n", 3, &[1.0, 0.0, 0.0]),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!((near.group_id, near.new_group), (a.group_id, false));
+    assert!(far.new_group && far.group_id != a.group_id);
+    assert_eq!(by_fingerprint.group_id, far.group_id);
+    assert!(other_model.new_group);
+    let group = store.get_group(a.group_id).await.unwrap().unwrap();
+    assert_eq!((group.count, group.fingerprint.as_str()), (2, "fp-a"));
+}
+
+/// Groups page by last seen (newest first, strictly before the cursor) and filter by queue;
+/// each carries its fix counts.
+pub async fn groups_page_by_last_seen_and_filter_by_queue(store: MemoryStore) {
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    let mut ids = Vec::new();
+    for (n, queue) in ["signup", "billing", "signup"].iter().enumerate() {
+        let mut input = failure(&n.to_string(), &format!("fp-{n}"), "E", "m");
+        input.queue = (*queue).into();
+        ids.push(record(&store, input).await);
+        pause().await;
+    }
+    let fix = new_fix(ids[0].group_id, ids[0].failure_id, true, "r");
+    store.record_fix(fix).await.unwrap();
+
+    let page = |before, queue: Option<&str>| GroupQuery {
+        limit: 2,
+        before,
+        queue: queue.map(str::to_owned),
+    };
+    let first = store.groups(page(None, None)).await.unwrap();
+    let cursor = first.last().map(|g| g.group.last_seen);
+    let second = store.groups(page(cursor, None)).await.unwrap();
+    let signup = store.groups(page(None, Some("signup"))).await.unwrap();
+
+    let order =
+        |groups: &[crate::GroupSummary]| groups.iter().map(|g| g.group.id).collect::<Vec<_>>();
+    assert_eq!(order(&first), [ids[2].group_id, ids[1].group_id]);
+    assert_eq!(order(&second), [ids[0].group_id]);
+    assert_eq!(order(&signup), [ids[2].group_id, ids[0].group_id]);
+    assert_eq!((second[0].fixes, second[0].verified_fixes), (1, 1));
+    assert_eq!((first[0].fixes, first[0].verified_fixes), (0, 0));
+}
+
+/// A group's detail lists its distinct job ids and failures newest first, and its fixes.
+pub async fn group_detail_lists_jobs_failures_and_fixes(store: MemoryStore) {
+    let one = record(&store, failure("job-1", "fp", "E", "m")).await;
+    let two = record(&store, failure("job-2", "fp", "E", "m")).await;
+    let again = record(&store, failure("job-1", "fp", "E", "m")).await;
+    let fix = new_fix(one.group_id, two.failure_id, false, "not yet");
+    let fix_id = store.record_fix(fix).await.unwrap();
+
+    let detail = store.group_detail(one.group_id).await.unwrap().unwrap();
+    assert_eq!(detail.job_ids, ["job-1", "job-2"]);
+    let failures: Vec<i64> = detail.failures.iter().map(|f| f.id).collect();
+    assert_eq!(failures, [again.failure_id, two.failure_id, one.failure_id]);
+    assert_eq!(detail.failures[0].embedding_model, crate::LEXICAL_MODEL);
+    assert_eq!(detail.fix_list.len(), 1);
+    assert_eq!(detail.fix_list[0].id, fix_id);
+    assert_eq!((detail.summary.group.count, detail.summary.fixes), (3, 1));
+    assert!(
+        store
+            .group_detail(one.group_id + 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Similar groups are the other groups ranked by their representatives' cosine, of the same
+/// model only; an unknown group is an error.
+pub async fn similar_groups_rank_other_groups_of_one_model(store: MemoryStore) {
+    let vectors = [
+        ("fp-q", "m", [1.0, 0.0, 0.0]),
+        ("fp-near", "m", [0.9, 0.1, 0.0]),
+        ("fp-far", "m", [0.0, 1.0, 0.0]),
+        ("fp-other", "n", [1.0, 0.0, 0.0]),
+    ];
+    let mut groups = Vec::new();
+    for (n, (fp, model, values)) in vectors.iter().enumerate() {
+        let input = failure(&n.to_string(), fp, "E", "m");
+        let vectors = summary_vectors(model, 3, values);
+        groups.push(store.record_failure(input, vectors).await.unwrap().group_id);
+    }
+
+    let similar = store.similar_groups(groups[0], 5).await.unwrap();
+    let ids: Vec<i64> = similar.iter().map(|s| s.summary.group.id).collect();
+    assert_eq!(ids, [groups[1], groups[2]]);
+    assert!(similar[0].score > 0.99 && similar[1].score.abs() < 1e-6);
+    assert_eq!(store.similar_groups(groups[0], 1).await.unwrap().len(), 1);
+    let err = store.similar_groups(groups[3] + 100, 5).await.unwrap_err();
+    assert!(matches!(err, MemoryError::UnknownGroup(_)), "{err}");
+}
+
+/// Search ranks by full text alone without a vector, fuses both rankings with one, answers a
+/// model without vectors by text only, and refuses a vector of the wrong length.
+pub async fn search_fuses_full_text_and_vector_rankings(store: MemoryStore) {
+    let cases = [
+        (
+            "fp-mail",
+            "SmtpError",
+            "mail relay refused the message",
+            [1.0, 0.0, 0.0],
+        ),
+        (
+            "fp-email",
+            "KeyError",
+            "email missing from payload",
+            [0.0, 1.0, 0.0],
+        ),
+        (
+            "fp-disk",
+            "IOError",
+            "disk full while writing invoice",
+            [0.0, 0.0, 1.0],
+        ),
+    ];
+    let mut groups = Vec::new();
+    for (n, (fp, error_type, message, values)) in cases.iter().enumerate() {
+        let input = failure(&n.to_string(), fp, error_type, message);
+        let vectors = summary_vectors("m", 3, values);
+        groups.push(store.record_failure(input, vectors).await.unwrap().group_id);
+    }
+    let query = |text: &str, vector: Option<(&str, Vec<f32>)>| SearchQuery {
+        text: text.into(),
+        vector: vector.map(|(model, vector)| QueryVector {
+            model: model.into(),
+            vector,
+        }),
+        k: 5,
+    };
+    let ids =
+        |hits: &[crate::SearchHit]| hits.iter().map(|h| h.summary.group.id).collect::<Vec<_>>();
+
+    let text_only = store.search(query("invoice disk", None)).await.unwrap();
+    assert_eq!(ids(&text_only), [groups[2]]);
+    assert_eq!(
+        (text_only[0].text_rank, text_only[0].vector_rank),
+        (Some(1), None)
+    );
+
+    let hybrid = store
+        .search(query("email", Some(("m", vec![0.1, 1.0, 0.0]))))
+        .await
+        .unwrap();
+    assert_eq!(
+        hybrid[0].summary.group.id, groups[1],
+        "found by both rankings"
+    );
+    assert_eq!(
+        (hybrid[0].text_rank, hybrid[0].vector_rank),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        hybrid.len(),
+        3,
+        "the vector ranking reaches every group of the model"
+    );
+
+    let unknown_model = store
+        .search(query("relay", Some(("other-model", vec![1.0; 7]))))
+        .await
+        .unwrap();
+    assert_eq!(ids(&unknown_model), [groups[0]]);
+
+    let err = store
+        .search(query("relay", Some(("m", vec![1.0; 4]))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MemoryError::DimensionMismatch {
+                expected: 3,
+                got: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(store.search(query("", None)).await.unwrap().is_empty());
+}
+
+/// Runs the checks of failure groups and search ([`near_duplicates_join_the_nearest_group`]
+/// and the ones after it) as `#[tokio::test]`s, like [`crate::conformance_tests!`].
+#[macro_export]
+macro_rules! group_conformance_tests {
+    ($make:path) => {
+        $crate::conformance_tests!(@each $make;
+            near_duplicates_join_the_nearest_group,
+            groups_page_by_last_seen_and_filter_by_queue,
+            group_detail_lists_jobs_failures_and_fixes,
+            similar_groups_rank_other_groups_of_one_model,
+            search_fuses_full_text_and_vector_rankings,
+        );
+    };
 }
 
 /// Runs every conformance check as its own `#[tokio::test]` against stores made by the given

@@ -6,6 +6,7 @@
 use crate::chunk::FailureInput;
 use crate::embed::EmbeddedChunks;
 use crate::error::MemoryError;
+use crate::group::Grouping;
 use crate::record::{
     AttemptTimings, FailureRecord, Fix, FixSource, FixSummary, Group, HealAttempt,
     HealAttemptRecord, NewFix, SimilarFailure,
@@ -36,17 +37,19 @@ impl FromSql for FixSource {
     }
 }
 
-/// Stores a failure (already masked), joins or creates its group, and stores its vectors.
+/// Stores a failure (already masked), joins or creates its group, and stores its vectors and
+/// its full-text row.
 pub(crate) fn insert_failure(
     tx: &Transaction<'_>,
     input: &FailureInput,
     vectors: &EmbeddedChunks,
+    grouping: Grouping,
     now: i64,
 ) -> Result<FailureRecord, MemoryError> {
     if !vectors.chunks().is_empty() {
         check_model(tx, vectors.model(), vectors.dimensions())?;
     }
-    let (group_id, new_group) = join_group(tx, input, now)?;
+    let (group_id, new_group) = join_group(tx, input, vectors, grouping, now)?;
 
     let frames = encode("frames", &input.frames)?;
     let payload = encode("payload", &input.payload)?;
@@ -72,6 +75,7 @@ pub(crate) fn insert_failure(
     )?;
     let failure_id = tx.last_insert_rowid();
 
+    crate::sqlite_groups::index_text(tx, failure_id, input)?;
     insert_chunks(tx, Owner::Failure(failure_id), vectors)?;
     Ok(FailureRecord {
         failure_id,
@@ -138,7 +142,10 @@ pub(crate) fn check_model(
     }
 }
 
-fn model_dimensions(conn: &Connection, model: &str) -> Result<Option<usize>, MemoryError> {
+pub(crate) fn model_dimensions(
+    conn: &Connection,
+    model: &str,
+) -> Result<Option<usize>, MemoryError> {
     let dims: Option<i64> = conn
         .query_row(
             "SELECT dimensions FROM mem_embedding_models WHERE model = ?1",
@@ -149,19 +156,25 @@ fn model_dimensions(conn: &Connection, model: &str) -> Result<Option<usize>, Mem
     Ok(dims.map(|d| usize::try_from(d).unwrap_or(0)))
 }
 
-/// The group of the failure's fingerprint, updated for this failure, or a new group.
+/// The group of the failure's fingerprint or, failing that, of its nearest near-duplicate,
+/// updated for this failure; or a new group.
 fn join_group(
     tx: &Transaction<'_>,
     input: &FailureInput,
+    vectors: &EmbeddedChunks,
+    grouping: Grouping,
     now: i64,
 ) -> Result<(i64, bool), MemoryError> {
-    let existing = tx
+    let mut existing = tx
         .query_row(
             &format!("SELECT {GROUP_COLUMNS} FROM mem_groups WHERE fingerprint = ?1"),
             [&input.fingerprint],
             group_from_row,
         )
         .optional()?;
+    if let (None, Some(threshold)) = (&existing, grouping.threshold) {
+        existing = crate::sqlite_groups::nearest_group(tx, vectors, threshold)?;
+    }
 
     let Some(mut group) = existing else {
         let queues = encode("queues", &[&input.queue])?;
@@ -251,7 +264,7 @@ pub(crate) fn similar_failures(
 }
 
 /// group id → (failure id, score) of the group's best matching failure chunk.
-fn best_per_group(
+pub(crate) fn best_per_group(
     conn: &Connection,
     model: &str,
     vector: &[f32],
@@ -481,10 +494,10 @@ pub(crate) fn heal_attempts(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-const GROUP_COLUMNS: &str =
+pub(crate) const GROUP_COLUMNS: &str =
     "id, fingerprint, error_type, message, count, first_seen, last_seen, queues, last_job_ids";
 
-fn group_from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
+pub(crate) fn group_from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
     Ok(Group {
         id: row.get(0)?,
         fingerprint: row.get(1)?,
@@ -498,10 +511,10 @@ fn group_from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
     })
 }
 
-const FIX_COLUMNS: &str = "id, group_id, failure_id, job_id, queue, verified, source, model, \
+pub(crate) const FIX_COLUMNS: &str = "id, group_id, failure_id, job_id, queue, verified, source, model, \
                            rounds, root_cause, heal_job_id, created_at";
 
-fn fix_summary_from_row(row: &Row<'_>) -> rusqlite::Result<FixSummary> {
+pub(crate) fn fix_summary_from_row(row: &Row<'_>) -> rusqlite::Result<FixSummary> {
     Ok(FixSummary {
         id: row.get(0)?,
         group_id: row.get(1)?,
@@ -561,7 +574,7 @@ fn json_column<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Resu
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
-fn encode<T: serde::Serialize + ?Sized>(
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
     what: &'static str,
     value: &T,
 ) -> Result<String, MemoryError> {
@@ -569,6 +582,6 @@ fn encode<T: serde::Serialize + ?Sized>(
 }
 
 /// SQLite integers are signed; values past `i64::MAX` (never reached in practice) saturate.
-fn to_int(value: u64) -> i64 {
+pub(crate) fn to_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

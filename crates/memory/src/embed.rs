@@ -187,7 +187,7 @@ pub fn tokenize(text: &str) -> Vec<String> {
 }
 
 /// True for a word that is an id rather than a word: a UUID, `0x…`, or a long hex string.
-fn is_volatile(word: &str) -> bool {
+pub(crate) fn is_volatile(word: &str) -> bool {
     let lower = word.to_ascii_lowercase();
     if let Some(hex) = lower.strip_prefix("0x") {
         return !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit());

@@ -92,6 +92,14 @@ pub enum MemoryError {
         /// The buffer file.
         path: PathBuf,
     },
+    /// The backend does not offer this operation yet.
+    #[error("memory store {backend} does not support {operation} yet")]
+    Unsupported {
+        /// Which backend.
+        backend: &'static str,
+        /// The operation asked for, e.g. `search`.
+        operation: &'static str,
+    },
     /// A previous operation panicked while holding the connection.
     #[error("memory store connection is poisoned by an earlier panic")]
     Poisoned,

@@ -13,16 +13,19 @@ pub mod conformance;
 mod db;
 mod embed;
 mod error;
+mod group;
 mod record;
 mod schema;
 mod secrets;
 mod sqlite;
+mod sqlite_groups;
 mod store;
 mod vector;
 
 pub use backend::MemoryBackend;
 pub use chunk::{
-    Chunk, ChunkKind, FailureInput, FrameInput, chunks_for_failure, chunks_for_fix, payload_shape,
+    Chunk, ChunkKind, FailureInput, FrameInput, chunks_for_failure, chunks_for_fix, mask_volatile,
+    payload_shape, summary_text,
 };
 pub use db::MAX_GROUP_JOB_IDS;
 pub use embed::{
@@ -30,6 +33,10 @@ pub use embed::{
     LexicalEmbedder, check_vectors, embed_chunks, tokenize,
 };
 pub use error::MemoryError;
+pub use group::{
+    DETAIL_FAILURES, DETAIL_JOB_IDS, FailureSummary, GroupDetail, GroupQuery, GroupSummary,
+    Grouping, QueryVector, RRF_K, SearchHit, SearchQuery, SimilarGroup, fuse,
+};
 pub use record::{
     AttemptTimings, FailureRecord, Fix, FixDetail, FixSource, FixSummary, Group, HealAttempt,
     HealAttemptRecord, NewFix, SimilarFailure,

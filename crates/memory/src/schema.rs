@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a write waits for the queue's connection to release the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +108,22 @@ CREATE INDEX mem_heal_attempts_job ON mem_heal_attempts (job_id);
 CREATE INDEX mem_heal_attempts_fix ON mem_heal_attempts (fix_id);
 ";
 
+/// Version 2: full-text search over failures and an index for the summary vectors grouping
+/// compares. The full-text rows of failures stored by version 1 are filled in.
+const SCHEMA_V2: &str = "
+CREATE VIRTUAL TABLE mem_failures_fts USING fts5 (
+    error_type, message, frames, tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO mem_failures_fts (rowid, error_type, message, frames)
+    SELECT id, error_type, message,
+        (SELECT coalesce(group_concat(
+             coalesce(json_extract(value, '$.file'), '') || ' ' ||
+             coalesce(json_extract(value, '$.function'), ''), ' '), '')
+         FROM json_each(mem_failures.frames))
+    FROM mem_failures;
+CREATE INDEX mem_chunks_kind ON mem_chunks (kind, model, failure_id);
+";
+
 /// Sets the connection up and brings the tables to [`SCHEMA_VERSION`].
 ///
 /// # Errors
@@ -127,10 +143,15 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), MemoryError> {
     match found {
         None => {
             tx.execute_batch(SCHEMA_V1)?;
+            tx.execute_batch(SCHEMA_V2)?;
             tx.execute(
                 "INSERT INTO mem_schema (version) VALUES (?1)",
                 [SCHEMA_VERSION],
             )?;
+        }
+        Some(1) => {
+            tx.execute_batch(SCHEMA_V2)?;
+            tx.execute("INSERT INTO mem_schema (version) VALUES (2)", [])?;
         }
         Some(v) if v > SCHEMA_VERSION => {
             return Err(MemoryError::SchemaTooNew {

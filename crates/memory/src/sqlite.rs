@@ -9,11 +9,15 @@ use crate::chunk::FailureInput;
 use crate::db::{self, Owner};
 use crate::embed::EmbeddedChunks;
 use crate::error::MemoryError;
+use crate::group::{
+    GroupDetail, GroupQuery, GroupSummary, Grouping, SearchHit, SearchQuery, SimilarGroup,
+};
 use crate::record::{
     FailureRecord, Fix, FixDetail, FixSummary, Group, HealAttempt, HealAttemptRecord, NewFix,
     SimilarFailure,
 };
 use crate::schema;
+use crate::sqlite_groups;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -96,12 +100,47 @@ impl SqliteBackend {
 
 #[async_trait::async_trait]
 impl MemoryBackend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn record_failure(
         &self,
         input: FailureInput,
         vectors: EmbeddedChunks,
     ) -> Result<FailureRecord, MemoryError> {
-        self.write(move |tx, now| db::insert_failure(tx, &input, &vectors, now))
+        let grouping = Grouping::default();
+        self.write(move |tx, now| db::insert_failure(tx, &input, &vectors, grouping, now))
+            .await
+    }
+
+    async fn record_failure_grouped(
+        &self,
+        input: FailureInput,
+        vectors: EmbeddedChunks,
+        grouping: Grouping,
+    ) -> Result<FailureRecord, MemoryError> {
+        self.write(move |tx, now| db::insert_failure(tx, &input, &vectors, grouping, now))
+            .await
+    }
+
+    async fn groups(&self, query: GroupQuery) -> Result<Vec<GroupSummary>, MemoryError> {
+        self.read(move |conn| sqlite_groups::groups(conn, &query))
+            .await
+    }
+
+    async fn group_detail(&self, id: i64) -> Result<Option<GroupDetail>, MemoryError> {
+        self.read(move |conn| sqlite_groups::group_detail(conn, id))
+            .await
+    }
+
+    async fn similar_groups(&self, id: i64, k: usize) -> Result<Vec<SimilarGroup>, MemoryError> {
+        self.read(move |conn| sqlite_groups::similar_groups(conn, id, k))
+            .await
+    }
+
+    async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.read(move |conn| sqlite_groups::search(conn, &query))
             .await
     }
 

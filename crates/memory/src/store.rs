@@ -9,6 +9,9 @@ use crate::backend::MemoryBackend;
 use crate::chunk::FailureInput;
 use crate::embed::EmbeddedChunks;
 use crate::error::MemoryError;
+use crate::group::{
+    GroupDetail, GroupQuery, GroupSummary, Grouping, SearchHit, SearchQuery, SimilarGroup,
+};
 use crate::record::{
     FailureRecord, Fix, FixDetail, FixSummary, Group, HealAttempt, HealAttemptRecord, NewFix,
     SimilarFailure,
@@ -29,6 +32,7 @@ use std::sync::Arc;
 pub struct MemoryStore {
     backend: Arc<dyn MemoryBackend>,
     secrets: Arc<[String]>,
+    grouping: Grouping,
 }
 
 impl MemoryStore {
@@ -56,6 +60,7 @@ impl MemoryStore {
         MemoryStore {
             backend,
             secrets: Arc::from(Vec::new()),
+            grouping: Grouping::default(),
         }
     }
 
@@ -66,8 +71,20 @@ impl MemoryStore {
         self
     }
 
+    /// Joins a failure with a new fingerprint to the nearest group whose representative
+    /// failure's summary vector has at least this cosine similarity (see
+    /// [`MemoryBackend::record_failure_grouped`]). Without it, failures group by fingerprint
+    /// only. The threshold depends on the embedding model; SmartWorker's default was chosen
+    /// for all-MiniLM-L6-v2.
+    pub fn with_group_threshold(mut self, threshold: f32) -> Self {
+        self.grouping = Grouping {
+            threshold: Some(threshold),
+        };
+        self
+    }
+
     /// Stores a final failure with the vectors of its chunks, in the group of its fingerprint
-    /// (created when new).
+    /// (created when new), or of its nearest near-duplicate when a group threshold is set.
     ///
     /// Message, stack and payload are masked first, and so are the chunk texts; the vectors are
     /// stored as given. Build chunks from [`FailureInput::masked`] to keep secrets out of them.
@@ -82,7 +99,15 @@ impl MemoryStore {
     ) -> Result<FailureRecord, MemoryError> {
         let input = input.masked(&self.secrets);
         let vectors = vectors.map_texts(|text| mask_secrets(text, &self.secrets));
-        self.backend.record_failure(input, vectors).await
+        match self.grouping.threshold {
+            Some(_) => {
+                let grouping = self.grouping;
+                self.backend
+                    .record_failure_grouped(input, vectors, grouping)
+                    .await
+            }
+            None => self.backend.record_failure(input, vectors).await,
+        }
     }
 
     /// The `k` stored failures most similar to `vector`, best first, at most one per group.
@@ -218,5 +243,43 @@ impl MemoryStore {
     /// Backend errors.
     pub async fn failure_count(&self) -> Result<u64, MemoryError> {
         self.backend.failure_count().await
+    }
+
+    /// Groups by last seen, newest first, with their fix counts; see [`GroupQuery`] for paging
+    /// and the queue filter.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn groups(&self, query: GroupQuery) -> Result<Vec<GroupSummary>, MemoryError> {
+        self.backend.groups(query).await
+    }
+
+    /// A group with its newest job ids, failures and fixes.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn group_detail(&self, id: i64) -> Result<Option<GroupDetail>, MemoryError> {
+        self.backend.group_detail(id).await
+    }
+
+    /// The `k` groups most like group `id`, best first (same embedding model only).
+    ///
+    /// # Errors
+    /// [`MemoryError::UnknownGroup`]; backend errors.
+    pub async fn similar_groups(
+        &self,
+        id: i64,
+        k: usize,
+    ) -> Result<Vec<SimilarGroup>, MemoryError> {
+        self.backend.similar_groups(id, k).await
+    }
+
+    /// Groups matching a text, by full-text and (with a query vector) vector ranking fused.
+    ///
+    /// # Errors
+    /// [`MemoryError::DimensionMismatch`] or [`MemoryError::NotFinite`] for a query vector that
+    /// cannot be compared with its model's stored vectors; backend errors.
+    pub async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.backend.search(query).await
     }
 }

@@ -502,7 +502,10 @@ async fn file_from_a_newer_schema_is_refused() {
     let err = MemoryStore::open(&path).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "memory schema version 2 is newer than this build supports (1)"
+        format!(
+            "memory schema version {} is newer than this build supports ({SCHEMA_VERSION})",
+            SCHEMA_VERSION + 1
+        )
     );
 }
 
@@ -655,4 +658,35 @@ async fn fix_detail_serialises_to_the_api_json() {
           "verified": true
         }"#]]
     .assert_eq(&serde_json::to_string_pretty(&detail).unwrap());
+}
+
+#[tokio::test]
+async fn a_version_1_file_gains_full_text_search_for_the_failures_it_holds() {
+    let (_dir, path) = store_file();
+    let store = MemoryStore::open(&path).unwrap();
+    let old = record(
+        &store,
+        failure("1", "fp", "QuotaError", "mailbox quota exceeded"),
+    )
+    .await;
+    drop(store);
+
+    // Back to what version 1 wrote: no full-text table, no summary index.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "DROP TABLE mem_failures_fts; DROP INDEX mem_chunks_kind;
+         DELETE FROM mem_schema; INSERT INTO mem_schema (version) VALUES (1);",
+    )
+    .unwrap();
+    drop(raw);
+
+    let store = MemoryStore::open(&path).unwrap();
+    let query = smartworker_memory::SearchQuery {
+        text: "quota".into(),
+        vector: None,
+        k: 3,
+    };
+    let hits = store.search(query).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].summary.group.id, old.group_id);
 }

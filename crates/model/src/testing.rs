@@ -6,7 +6,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -71,6 +71,7 @@ struct Script {
     embedding_replies: VecDeque<ScriptedReply>,
     chat_requests: Vec<Value>,
     embedding_requests: Vec<Value>,
+    embedding_authorizations: Vec<Option<String>>,
     dimensions: usize,
 }
 
@@ -161,6 +162,11 @@ impl ScriptedModelServer {
         lock(&self.script).embedding_requests.clone()
     }
 
+    /// The `Authorization` header of every embeddings request, in order (`None` when absent).
+    pub fn embedding_authorizations(&self) -> Vec<Option<String>> {
+        lock(&self.script).embedding_authorizations.clone()
+    }
+
     /// How many scripted chat replies are still queued.
     pub fn pending_replies(&self) -> usize {
         lock(&self.script).chat_replies.len()
@@ -195,6 +201,13 @@ pub fn deterministic_embedding(text: &str, dimensions: usize) -> Vec<f32> {
     }
     vector.iter_mut().for_each(|v| *v /= norm);
     vector
+}
+
+/// The body a real server sends for `texts` with vectors of `dimensions`, for scripting an
+/// answer of another size than the server's own (`ScriptedReply::raw(200, body)`).
+pub fn embeddings_body(texts: &[String], dimensions: usize) -> String {
+    let request = json!({ "model": "scripted", "input": texts });
+    embedding_list(&request, dimensions).to_string()
 }
 
 fn fnv1a(text: &str) -> u64 {
@@ -236,11 +249,16 @@ async fn chat(State(script): State<Shared>, body: String) -> Response {
     answer(reply, |content| completion(&model, call, content)).await
 }
 
-async fn embeddings(State(script): State<Shared>, body: String) -> Response {
+async fn embeddings(State(script): State<Shared>, headers: HeaderMap, body: String) -> Response {
     let request = parse_body(&body);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (reply, dimensions) = {
         let mut script = lock(&script);
         script.embedding_requests.push(request.clone());
+        script.embedding_authorizations.push(authorization);
         (script.embedding_replies.pop_front(), script.dimensions)
     };
     let reply = reply.unwrap_or_else(|| ScriptedReply::content(""));

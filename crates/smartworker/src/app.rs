@@ -7,9 +7,10 @@ use crate::config::{Config, ExecutionContext, MemoryBackendKind, QueueConfig, Sa
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
+use smartworker_embed_local::LocalEmbedder;
 use smartworker_handler::{CommandHandler, CommandSpec};
 use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
-use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_memory::{Embedder, FallbackEmbedder, MemoryStore};
 use smartworker_memory_pg::{PgBackend, PgOptions};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
@@ -39,6 +40,8 @@ pub struct App {
     pub backend: Arc<dyn QueueBackend>,
     /// The memory store.
     pub memory: MemoryStore,
+    /// The embedder memory's vectors come from (and search queries are embedded with).
+    pub embedder: FallbackEmbedder,
     /// The healer.
     pub healer: Arc<Healer>,
     /// Where e-mails go.
@@ -142,6 +145,7 @@ impl App {
         }
         .with_secrets(cfg.secrets());
         let notifier = Arc::new(open_notifier(&cfg)?);
+        let embedder = FallbackEmbedder::new(primary_embedder(&cfg)?);
         let commands: HashMap<String, CommandSpec> = cfg
             .queues
             .iter()
@@ -151,7 +155,7 @@ impl App {
             backend: Arc::clone(&backend),
             memory: memory.clone(),
             model: model_client(&cfg)?,
-            embedder: FallbackEmbedder::new(Arc::new(RemoteEmbedder::new(embed_client(&cfg)?))),
+            embedder: embedder.clone(),
             notifier: Arc::clone(&notifier),
             commands: commands.clone(),
             settings: heal_settings(&cfg),
@@ -169,6 +173,7 @@ impl App {
             cfg,
             backend,
             memory,
+            embedder,
             healer,
             notifier,
             handlers,
@@ -344,11 +349,28 @@ fn model_client(cfg: &Config) -> anyhow::Result<ModelClient> {
     ModelClient::new(model).context("building the model client from [llm]")
 }
 
+/// The in-process model when `memory.model_dir` is set, else the embeddings server; either
+/// way the lexical embedder stands in when it fails.
+fn primary_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
+    if let Some(dir) = &cfg.memory.model_dir {
+        let local = LocalEmbedder::load(dir)
+            .with_context(|| format!("loading the embedding model in {}", dir.display()))?;
+        return Ok(Arc::new(local));
+    }
+    let client = embed_client(cfg)?;
+    Ok(match cfg.embed.dimensions {
+        Some(dimensions) => Arc::new(RemoteEmbedder::with_dimensions(client, dimensions)),
+        None => Arc::new(RemoteEmbedder::new(client)),
+    })
+}
+
 fn embed_client(cfg: &Config) -> anyhow::Result<EmbedClient> {
     let embed = EmbedConfig {
         base_url: cfg.embed.url.clone(),
         model: cfg.embed.model.clone(),
-        timeout: Duration::from_secs(10),
+        api_key: cfg.embed.api_key.as_ref().map(|k| k.expose().to_owned()),
+        timeout: Duration::from_secs(cfg.embed.timeout_secs),
+        batch_size: cfg.embed.batch_size,
         ..EmbedConfig::default()
     };
     EmbedClient::new(embed).context("building the embeddings client from [embed]")

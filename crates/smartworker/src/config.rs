@@ -16,6 +16,7 @@
 
 mod dotenv;
 mod file;
+mod memory;
 mod postgres;
 mod value;
 
@@ -29,6 +30,7 @@ use smartworker_core::{Backoff, JobOptions};
 use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
+pub use self::memory::{DEFAULT_GROUP_THRESHOLD, EmbedConfig, MemoryConfig};
 pub use self::postgres::MemoryBackendKind;
 pub use self::value::Origin;
 
@@ -46,8 +48,6 @@ const DEFAULT_DB_PORT: u16 = 5432;
 const DEFAULT_LLM_URL: &str = "http://localhost:8100/v1";
 const DEFAULT_LLM_MODEL: &str = "qwen2.5-coder-3b-instruct";
 const DEFAULT_LLM_TIMEOUT_SECS: u64 = 120;
-const DEFAULT_EMBED_URL: &str = "http://localhost:8110/v1";
-const DEFAULT_EMBED_MODEL: &str = "bge-large-en-v1.5";
 const DEFAULT_HEAL_ROUNDS: u32 = 2;
 const STATE_DIR_NAME: &str = ".smartworker";
 
@@ -95,6 +95,12 @@ pub const SETTINGS: &[Setting] = &[
     setting("llm.timeout_secs", "APP_LLM_TIMEOUT_SECS"),
     setting("embed.url", "APP_EMBED_URL"),
     setting("embed.model", "APP_EMBED_MODEL"),
+    setting("embed.api_key", "APP_EMBED_API_KEY"),
+    setting("embed.timeout_secs", "APP_EMBED_TIMEOUT_SECS"),
+    setting("embed.batch_size", "APP_EMBED_BATCH_SIZE"),
+    setting("embed.dimensions", "APP_EMBED_DIMENSIONS"),
+    setting("memory.model_dir", "APP_EMBED_MODEL_DIR"),
+    setting("memory.group_threshold", "APP_MEMORY_GROUP_THRESHOLD"),
     setting("heal.rounds", "APP_HEAL_ROUNDS"),
     setting("heal.sandbox", "APP_HEAL_SANDBOX"),
 ];
@@ -325,15 +331,6 @@ pub struct LlmConfig {
     pub timeout_secs: u64,
 }
 
-/// The OpenAI-compatible embeddings server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmbedConfig {
-    /// `APP_EMBED_URL`, the API base without a trailing slash (default `http://localhost:8110/v1`).
-    pub url: String,
-    /// `APP_EMBED_MODEL`, default `bge-large-en-v1.5`.
-    pub model: String,
-}
-
 /// Healing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealConfig {
@@ -397,7 +394,7 @@ impl QueueConfig {
 }
 
 /// The whole configuration, every layer applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The project root that handlers run in and fixes edit (`APP_ROOT_DIR`; default the config
     /// file's directory, or the working directory).
@@ -420,6 +417,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// `[embed]`.
     pub embed: EmbedConfig,
+    /// `[memory]`.
+    pub memory: MemoryConfig,
     /// `[heal]`.
     pub heal: HealConfig,
     /// `[queues.<name>]`, by name.
@@ -567,6 +566,7 @@ impl Config {
             &self.smtp.pass,
             &self.db.password,
             &self.llm.api_key,
+            &self.embed.api_key,
             &self.server.api_token,
         ];
         let mut secrets = Vec::new();
@@ -672,7 +672,8 @@ fn build(
         db,
         memory_backend: postgres::memory_backend(layers, has_database)?,
         llm: llm(layers)?,
-        embed: embed(layers)?,
+        embed: memory::embed(layers)?,
+        memory: memory::memory(layers, cwd)?,
         heal: heal(layers, file_layer.check_command)?,
         queues: file_layer.queues,
         sources,
@@ -765,17 +766,6 @@ fn llm(layers: &Layers) -> Result<LlmConfig, ConfigError> {
         timeout_secs: layers
             .read("llm.timeout_secs", Raw::positive)?
             .unwrap_or(DEFAULT_LLM_TIMEOUT_SECS),
-    })
-}
-
-fn embed(layers: &Layers) -> Result<EmbedConfig, ConfigError> {
-    Ok(EmbedConfig {
-        url: layers
-            .read("embed.url", Raw::http_url)?
-            .unwrap_or_else(|| DEFAULT_EMBED_URL.to_owned()),
-        model: layers
-            .read("embed.model", Raw::text)?
-            .unwrap_or_else(|| DEFAULT_EMBED_MODEL.to_owned()),
     })
 }
 

@@ -24,7 +24,9 @@ pub(crate) struct FileLayer {
 }
 
 /// Sections whose fields are all scalar settings from [`SETTINGS`] (plus extras handled here).
-const SECTIONS: &[&str] = &["server", "redis", "smtp", "db", "llm", "embed", "heal"];
+const SECTIONS: &[&str] = &[
+    "server", "redis", "smtp", "db", "llm", "embed", "memory", "heal",
+];
 
 const QUEUE_KEYS: &[&str] = &[
     "command",

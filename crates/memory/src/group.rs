@@ -1,0 +1,176 @@
+//! What the group and search methods of the store take and return: pages of groups, one group
+//! in detail, groups like another, and search hits.
+//!
+//! Like `record.rs`, plain data that serialises to the JSON the HTTP API returns; times are
+//! milliseconds since the Unix epoch.
+
+use crate::record::{FixSummary, Group};
+use serde::{Deserialize, Serialize};
+
+/// The most job ids [`GroupDetail`] lists.
+pub const DETAIL_JOB_IDS: usize = 50;
+
+/// The most failures [`GroupDetail`] lists.
+pub const DETAIL_FAILURES: usize = 20;
+
+/// How a failure whose fingerprint is new may still join an existing group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Grouping {
+    /// The cosine similarity from which the failure's summary vector joins the group whose
+    /// representative summary vector (of the same model) is nearest; `None` groups by
+    /// fingerprint only.
+    pub threshold: Option<f32>,
+}
+
+/// Which groups [`crate::MemoryStore::groups`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupQuery {
+    /// The most groups to return.
+    pub limit: usize,
+    /// Only groups last seen strictly before this time; pass the `last_seen` of the last group
+    /// of a page to get the next one.
+    pub before: Option<i64>,
+    /// Only groups that touched this queue.
+    pub queue: Option<String>,
+}
+
+/// A group with the number of its fixes, as lists show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The group.
+    #[serde(flatten)]
+    pub group: Group,
+    /// How many fixes were recorded for it.
+    pub fixes: u64,
+    /// How many of them were verified.
+    pub verified_fixes: u64,
+}
+
+/// One stored failure, without its stack and payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureSummary {
+    /// The id.
+    pub id: i64,
+    /// The failed job.
+    pub job_id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its name.
+    pub job_name: String,
+    /// The fingerprint it had (a near-duplicate's differs from its group's).
+    pub fingerprint: String,
+    /// The error type.
+    pub error_type: String,
+    /// The (masked) message.
+    pub message: String,
+    /// The model its vectors came from.
+    pub embedding_model: String,
+    /// When it was recorded.
+    pub created_at: i64,
+}
+
+/// A group with what it touched and what was done about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupDetail {
+    /// The group and its fix counts.
+    #[serde(flatten)]
+    pub summary: GroupSummary,
+    /// The newest distinct job ids of its failures, newest first, at most [`DETAIL_JOB_IDS`].
+    pub job_ids: Vec<String>,
+    /// Its newest failures, newest first, at most [`DETAIL_FAILURES`].
+    pub failures: Vec<FailureSummary>,
+    /// Its fixes, newest first.
+    pub fix_list: Vec<FixSummary>,
+}
+
+/// A group close to another one or to a query.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimilarGroup {
+    /// The group and its fix counts.
+    #[serde(flatten)]
+    pub summary: GroupSummary,
+    /// Cosine similarity of the representative failures' summary vectors, from -1 to 1.
+    pub score: f32,
+}
+
+/// A query vector and the model that made it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryVector {
+    /// The embedding model; only its stored vectors are compared.
+    pub model: String,
+    /// The vector.
+    pub vector: Vec<f32>,
+}
+
+/// What [`crate::MemoryStore::search`] looks for.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    /// Words to find in error types, messages, files and functions.
+    pub text: String,
+    /// The text's vector; without one the search is full-text only.
+    pub vector: Option<QueryVector>,
+    /// The most groups to return.
+    pub k: usize,
+}
+
+/// A group found by a search, with how each ranking placed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The group and its fix counts.
+    #[serde(flatten)]
+    pub summary: GroupSummary,
+    /// The fused score: the sum of `1 / (60 + rank)` over the rankings that found the group.
+    pub score: f64,
+    /// Its place in the full-text ranking (1 is best), when the words matched.
+    pub text_rank: Option<usize>,
+    /// Its place in the vector ranking (1 is best), when a vector was given.
+    pub vector_rank: Option<usize>,
+    /// Cosine similarity of its best matching chunk to the query vector.
+    pub similarity: Option<f32>,
+}
+
+/// The constant of reciprocal rank fusion: large enough that one ranking's top place does not
+/// drown the other ranking (the value of Cormack et al., used by most hybrid search engines).
+pub const RRF_K: f64 = 60.0;
+
+/// Fuses two rankings of group ids (best first) by reciprocal rank; ties keep the text order.
+///
+/// Returns `(group id, score, text rank, vector rank)`, best first.
+pub fn fuse(text: &[i64], vector: &[i64]) -> Vec<(i64, f64, Option<usize>, Option<usize>)> {
+    let mut fused: Vec<(i64, f64, Option<usize>, Option<usize>)> = Vec::new();
+    for (rank, id) in text.iter().enumerate() {
+        fused.push((*id, 1.0 / (RRF_K + rank as f64 + 1.0), Some(rank + 1), None));
+    }
+    for (rank, id) in vector.iter().enumerate() {
+        let score = 1.0 / (RRF_K + rank as f64 + 1.0);
+        match fused.iter_mut().find(|f| f.0 == *id) {
+            Some(entry) => {
+                entry.1 += score;
+                entry.3 = Some(rank + 1);
+            }
+            None => fused.push((*id, score, None, Some(rank + 1))),
+        }
+    }
+    // A stable sort keeps the text order among equal scores.
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+    fused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_found_by_both_rankings_beats_one_found_by_either() {
+        let fused = fuse(&[1, 2, 3], &[3, 4]);
+        let order: Vec<i64> = fused.iter().map(|f| f.0).collect();
+        assert_eq!(order, [3, 1, 2, 4]);
+        assert_eq!((fused[0].2, fused[0].3), (Some(3), Some(1)));
+    }
+
+    #[test]
+    fn text_only_keeps_the_text_order() {
+        let order: Vec<i64> = fuse(&[5, 6, 7], &[]).iter().map(|f| f.0).collect();
+        assert_eq!(order, [5, 6, 7]);
+    }
+}
