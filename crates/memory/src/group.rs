@@ -13,6 +13,12 @@ pub const DETAIL_JOB_IDS: usize = 50;
 /// The most failures [`GroupDetail`] lists.
 pub const DETAIL_FAILURES: usize = 20;
 
+/// The cosine similarity of summary vectors from which a failure with a new fingerprint joins
+/// a group, chosen for all-MiniLM-L6-v2 over a labelled set of failure pairs (two runs of one
+/// bug against two bugs in one file); `bench/GROUPING.md` shows the measurement. Other models
+/// spread their similarities differently and need their own value.
+pub const DEFAULT_GROUP_THRESHOLD: f32 = 0.9;
+
 /// How a failure whose fingerprint is new may still join an existing group.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Grouping {

@@ -34,8 +34,9 @@ pub use embed::{
 };
 pub use error::MemoryError;
 pub use group::{
-    DETAIL_FAILURES, DETAIL_JOB_IDS, FailureSummary, GroupDetail, GroupQuery, GroupSummary,
-    Grouping, QueryVector, RRF_K, SearchHit, SearchQuery, SimilarGroup, fuse,
+    DEFAULT_GROUP_THRESHOLD, DETAIL_FAILURES, DETAIL_JOB_IDS, FailureSummary, GroupDetail,
+    GroupQuery, GroupSummary, Grouping, QueryVector, RRF_K, SearchHit, SearchQuery, SimilarGroup,
+    fuse,
 };
 pub use record::{
     AttemptTimings, FailureRecord, Fix, FixDetail, FixSource, FixSummary, Group, HealAttempt,

@@ -10,7 +10,9 @@ use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
 use smartworker_embed_local::LocalEmbedder;
 use smartworker_handler::{CommandHandler, CommandSpec};
 use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
-use smartworker_memory::{Embedder, FallbackEmbedder, MemoryStore};
+use smartworker_memory::{
+    Embedder, FallbackEmbedder, MemoryError, MemoryStore, QueryVector, SearchHit, SearchQuery,
+};
 use smartworker_memory_pg::{PgBackend, PgOptions};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
@@ -143,7 +145,8 @@ impl App {
             Some(memory) => memory,
             None => sqlite_memory(&cfg, &db)?,
         }
-        .with_secrets(cfg.secrets());
+        .with_secrets(cfg.secrets())
+        .with_group_threshold(cfg.memory.group_threshold);
         let notifier = Arc::new(open_notifier(&cfg)?);
         let embedder = FallbackEmbedder::new(primary_embedder(&cfg)?);
         let commands: HashMap<String, CommandSpec> = cfg
@@ -189,6 +192,33 @@ impl App {
     /// Progress events of healing runs.
     pub fn heal_events(&self) -> broadcast::Receiver<HealEvent> {
         self.healer.subscribe()
+    }
+
+    /// Failure groups matching `text`: its words in full text, fused with its vector from the
+    /// configured embedder (or the lexical fallback), compared only with that model's vectors.
+    /// Returns the model the query was embedded with, if embedding worked.
+    ///
+    /// # Errors
+    /// Memory errors, such as a query vector whose length differs from its model's.
+    pub async fn search_failures(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> Result<(Option<String>, Vec<SearchHit>), MemoryError> {
+        let vector = match self.embedder.embed_with_model(&[text.to_owned()]).await {
+            Ok((model, mut vectors)) => vectors.pop().map(|vector| QueryVector { model, vector }),
+            Err(err) => {
+                tracing::warn!(error = %err, "search query not embedded; searching text only");
+                None
+            }
+        };
+        let model = vector.as_ref().map(|v| v.model.clone());
+        let query = SearchQuery {
+            text: text.to_owned(),
+            vector,
+            k,
+        };
+        Ok((model, self.memory.search(query).await?))
     }
 
     /// Starts a worker for every queue with a handler, and the e-mail spool's retry loop.

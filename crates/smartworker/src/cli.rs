@@ -1,4 +1,5 @@
-//! The operator commands: `serve`, `enqueue`, `jobs`, `dead`, `fixes`, `triage`, `doctor`.
+//! The operator commands: `serve`, `enqueue`, `jobs`, `dead`, `fixes`, `failures`, `search`,
+//! `triage`, `doctor`.
 //!
 //! Commands other than `serve` and `demo` work on the state directory directly, so they need
 //! no running server; a running `serve` picks up what they enqueue or retry.
@@ -18,6 +19,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use smartworker_core::{Job, JobId, JobState, QueueBackend};
+use smartworker_memory::{GroupQuery, GroupSummary};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +60,14 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<FixAction>,
     },
+    /// Failure groups remembered in memory: list, show or find similar ones.
+    Failures {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<FailureAction>,
+    },
+    /// Find failure groups by words, e.g. `smartworker search "KeyError email"`.
+    Search(SearchArgs),
     /// Parse a stack trace (from a file or stdin) and print it as JSON.
     Triage(TriageArgs),
     /// Check Redis, PostgreSQL, the model and embeddings servers, SMTP, bubblewrap and Docker.
@@ -145,6 +155,46 @@ pub enum FixAction {
     },
 }
 
+/// `failures` actions.
+#[derive(Debug, Subcommand)]
+pub enum FailureAction {
+    /// List failure groups, last seen first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only groups last seen before this time (milliseconds since the epoch), to page on.
+        #[arg(long)]
+        before: Option<i64>,
+        /// Only groups that touched this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Show a group with its jobs, newest failures and fixes, as JSON.
+    Show {
+        /// The group.
+        id: i64,
+    },
+    /// The groups most like this one.
+    Similar {
+        /// The group.
+        id: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+    },
+}
+
+/// Options of `search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The words to look for.
+    pub text: String,
+    /// At most this many groups.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+}
+
 /// Options of `triage`.
 #[derive(Debug, Args)]
 pub struct TriageArgs {
@@ -201,6 +251,15 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
             )
             .await
         }
+        Command::Failures { action } => {
+            let action = action.unwrap_or(FailureAction::List {
+                limit: 20,
+                before: None,
+                queue: None,
+            });
+            failures(&App::open(load_config(config)?)?, action).await
+        }
+        Command::Search(args) => search(&App::open(load_config(config)?)?, &args).await,
         Command::Serve | Command::Demo(_) => bail!("serve and demo are run by main"),
     }
 }
@@ -446,6 +505,87 @@ async fn apply_fix(app: &App, id: i64) -> anyhow::Result<()> {
             "applied to {}; job {job} not retried: {err}",
             applied.files.join(", ")
         ),
+    }
+    Ok(())
+}
+
+async fn failures(app: &App, action: FailureAction) -> anyhow::Result<()> {
+    match action {
+        FailureAction::List {
+            limit,
+            before,
+            queue,
+        } => {
+            let query = GroupQuery {
+                limit,
+                before,
+                queue,
+            };
+            let groups = app.memory.groups(query).await?;
+            print_groups(groups.iter().map(|g| (g, None)))?;
+            if groups.len() == limit
+                && let Some(last) = groups.last()
+            {
+                out!("more: --before {}", last.group.last_seen);
+            }
+        }
+        FailureAction::Show { id } => {
+            let detail = app.memory.group_detail(id).await?;
+            let detail = detail.with_context(|| format!("failure group {id} not found"))?;
+            out!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        FailureAction::Similar { id, k } => {
+            let similar = app.memory.similar_groups(id, k).await?;
+            print_groups(
+                similar
+                    .iter()
+                    .map(|s| (&s.summary, Some(f64::from(s.score)))),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn search(app: &App, args: &SearchArgs) -> anyhow::Result<()> {
+    if args.text.trim().is_empty() {
+        bail!("nothing to search for; give some words, e.g. smartworker search \"KeyError email\"");
+    }
+    let (_, hits) = app.search_failures(&args.text, args.k).await?;
+    print_groups(hits.iter().map(|h| (&h.summary, Some(h.score))))
+}
+
+/// One line per group: id, count, fixes, last seen, queues, error; with a score when ranked.
+fn print_groups<'a>(
+    groups: impl Iterator<Item = (&'a GroupSummary, Option<f64>)>,
+) -> anyhow::Result<()> {
+    let groups: Vec<_> = groups.collect();
+    if groups.is_empty() {
+        out!("no failure groups");
+        return Ok(());
+    }
+    out!(
+        "{:<6} {:>6} {:>5} {:>8}  {:<16} error",
+        "group",
+        "count",
+        "fixes",
+        "score",
+        "queues"
+    );
+    for (summary, score) in groups {
+        let g = &summary.group;
+        let score = score.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}"));
+        let error: String = format!("{}: {}", g.error_type, g.message)
+            .chars()
+            .take(70)
+            .collect();
+        out!(
+            "{:<6} {:>6} {:>5} {:>8}  {:<16} {error}",
+            g.id,
+            g.count,
+            summary.fixes,
+            score,
+            g.queues.join(",")
+        );
     }
     Ok(())
 }

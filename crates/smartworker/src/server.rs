@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use smartworker_core::{BackendError, HEAL_QUEUE, Job, JobId, JobState, validate_queue_name};
+use smartworker_memory::{GroupQuery, MemoryError};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
@@ -72,6 +73,15 @@ pub enum ApiError {
     /// No fix has the id.
     #[error("fix {0} not found")]
     FixNotFound(String),
+    /// No failure group has the id.
+    #[error("failure group {0} not found")]
+    GroupNotFound(String),
+    /// A query vector cannot be compared with the stored vectors of its model.
+    #[error("{0}")]
+    EmbeddingMismatch(String),
+    /// The memory store does not offer the operation.
+    #[error("{0}")]
+    NotSupported(String),
     /// The job is not in a state that allows the operation.
     #[error("{0}")]
     Conflict(String),
@@ -104,6 +114,9 @@ impl ApiError {
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             ApiError::JobRemoved(_) => (StatusCode::GONE, "job_removed"),
             ApiError::FixNotFound(_) => (StatusCode::NOT_FOUND, "fix_not_found"),
+            ApiError::GroupNotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
+            ApiError::EmbeddingMismatch(_) => (StatusCode::CONFLICT, "embedding_mismatch"),
+            ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "wrong_state"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::MemoryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "memory_unavailable"),
@@ -155,15 +168,23 @@ fn cause(err: &(dyn std::error::Error + 'static)) -> String {
         .map_or_else(|| err.to_string(), ToString::to_string)
 }
 
-impl From<smartworker_memory::MemoryError> for ApiError {
-    fn from(err: smartworker_memory::MemoryError) -> Self {
-        use smartworker_memory::MemoryError;
-        if let MemoryError::Unavailable { .. } | MemoryError::Buffered { .. } = err {
-            tracing::warn!(error = %err, "memory store unreachable");
-            return ApiError::MemoryUnavailable;
+impl From<MemoryError> for ApiError {
+    fn from(err: MemoryError) -> Self {
+        match err {
+            MemoryError::UnknownGroup(id) => ApiError::GroupNotFound(id.to_string()),
+            MemoryError::DimensionMismatch { .. } | MemoryError::NotFinite(_) => {
+                ApiError::EmbeddingMismatch(err.to_string())
+            }
+            MemoryError::Unsupported { .. } => ApiError::NotSupported(err.to_string()),
+            MemoryError::Unavailable { .. } | MemoryError::Buffered { .. } => {
+                tracing::warn!(error = %err, "memory store unreachable");
+                ApiError::MemoryUnavailable
+            }
+            other => {
+                tracing::error!(error = %other, "memory store failed");
+                ApiError::Internal
+            }
         }
-        tracing::error!(error = %err, "memory store failed");
-        ApiError::Internal
     }
 }
 
@@ -209,6 +230,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dead/{id}", axum::routing::delete(remove_dead))
         .route("/fixes", get(list_fixes))
         .route("/fixes/{id}", get(get_fix))
+        .route("/failures", get(list_failures))
+        .route("/failures/{id}", get(get_failure_group))
+        .route("/failures/{id}/similar", get(similar_failure_groups))
+        .route("/memory/search", get(search_memory))
         .route("/healthz", get(healthz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -574,6 +599,94 @@ async fn get_fix(State(api): State<Api>, id: PathId) -> Result<Json<Value>, ApiE
         .ok_or(ApiError::FixNotFound(id))?;
     Ok(Json(
         serde_json::to_value(fix).map_err(|_| ApiError::Internal)?,
+    ))
+}
+
+/// The most groups one page, one similar list or one search returns.
+const MAX_GROUPS: usize = 200;
+
+#[derive(Debug, Deserialize)]
+struct FailuresQuery {
+    limit: Option<usize>,
+    before: Option<i64>,
+    queue: Option<String>,
+}
+
+/// `GET /failures`: failure groups by last seen, newest first; `next_before` continues.
+async fn list_failures(
+    State(api): State<Api>,
+    q: Result<Query<FailuresQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    let query = GroupQuery {
+        limit: q.limit.unwrap_or(50).min(MAX_GROUPS),
+        before: q.before,
+        queue: q.queue,
+    };
+    let limit = query.limit;
+    let groups = api.app.memory.groups(query).await?;
+    // A full page may have more after it; a short one is the last.
+    let next = groups
+        .last()
+        .filter(|_| groups.len() == limit)
+        .map(|g| g.group.last_seen);
+    Ok(Json(json!({ "groups": groups, "next_before": next })))
+}
+
+/// A group id from the path; anything but an integer names no group.
+fn group_id(id: PathId) -> Result<i64, ApiError> {
+    let Path(id) = id?;
+    id.parse::<i64>().map_err(|_| ApiError::GroupNotFound(id))
+}
+
+async fn get_failure_group(State(api): State<Api>, id: PathId) -> Result<Json<Value>, ApiError> {
+    let id = group_id(id)?;
+    let detail = api.app.memory.group_detail(id).await?;
+    let detail = detail.ok_or_else(|| ApiError::GroupNotFound(id.to_string()))?;
+    Ok(Json(
+        serde_json::to_value(detail).map_err(|_| ApiError::Internal)?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct SimilarQuery {
+    k: Option<usize>,
+}
+
+async fn similar_failure_groups(
+    State(api): State<Api>,
+    id: PathId,
+    q: Result<Query<SimilarQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = group_id(id)?;
+    let Query(q) = q?;
+    let k = q.k.unwrap_or(5).min(MAX_GROUPS);
+    let similar = api.app.memory.similar_groups(id, k).await?;
+    Ok(Json(json!({ "group_id": id, "similar": similar })))
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchParams {
+    q: Option<String>,
+    k: Option<usize>,
+}
+
+/// `GET /memory/search?q=`: text in, failure groups out, full-text and vector rankings fused.
+async fn search_memory(
+    State(api): State<Api>,
+    q: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = q?;
+    let text = params.q.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ApiError::InvalidQuery(
+            "q is missing or empty; pass the words to search for, e.g. ?q=KeyError+email".into(),
+        ));
+    }
+    let k = params.k.unwrap_or(10).min(MAX_GROUPS);
+    let (model, hits) = api.app.search_failures(&text, k).await?;
+    Ok(Json(
+        json!({ "query": text, "embedding_model": model, "hits": hits }),
     ))
 }
 

@@ -11,10 +11,7 @@ const DEFAULT_EMBED_MODEL: &str = "bge-large-en-v1.5";
 const DEFAULT_EMBED_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_EMBED_BATCH_SIZE: u64 = 32;
 
-/// How similar (cosine of the error chunks' vectors) a failure with a new fingerprint must be
-/// to a group's representative failure to join that group. Chosen with all-MiniLM-L6-v2 over a
-/// labelled set of failure pairs; `bench/GROUPING.md` says how.
-pub const DEFAULT_GROUP_THRESHOLD: f32 = 0.9;
+pub use smartworker_memory::DEFAULT_GROUP_THRESHOLD;
 
 /// The OpenAI-compatible embeddings server.
 #[derive(Clone, Debug, PartialEq, Eq)]

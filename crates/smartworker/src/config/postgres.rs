@@ -109,6 +109,21 @@ mod tests {
     }
 
     #[test]
+    fn the_toml_chooses_postgres_in_the_memory_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "[memory]\nbackend = \"postgres\"\n[db]\nurl = \"postgres://db/mem\"\n";
+        std::fs::write(dir.path().join("smartworker.toml"), toml).unwrap();
+        let opts = LoadOptions {
+            config_path: None,
+            cwd: dir.path().to_owned(),
+            env: Default::default(),
+        };
+        let config = Config::load(&opts).unwrap();
+        assert_eq!(config.memory_backend, MemoryBackendKind::Postgres);
+        assert_eq!(config.database_url().unwrap().expose(), "postgres://db/mem");
+    }
+
+    #[test]
     fn postgres_memory_without_a_database_is_an_error() {
         let err = load(&[("APP_MEMORY_BACKEND", "postgres")]).unwrap_err();
         assert_eq!(
