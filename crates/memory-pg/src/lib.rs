@@ -287,6 +287,9 @@ impl Inner {
     }
 }
 
+/// How often write ids older than a day are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Forgets write ids older than a day: by then any write that could be replayed twice was.
 async fn prune_applied(pool: &Pool) {
     let Ok(client) = pool.get().await else {
@@ -389,13 +392,20 @@ async fn apply_write(
 }
 
 /// Replays buffered writes every `every` while some wait and the backend lives.
+/// Also forgets old write ids about once an hour, so `mem_applied_writes` does not grow
+/// without end when nothing is ever buffered.
 fn spawn_replayer(inner: Weak<Inner>, every: Duration) {
     tokio::spawn(async move {
+        let mut last_prune = std::time::Instant::now();
         loop {
             tokio::time::sleep(every).await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                prune_applied(&inner.pool).await;
+                last_prune = std::time::Instant::now();
+            }
             if inner.waiting.load(Ordering::SeqCst) == 0 {
                 continue;
             }
