@@ -103,6 +103,14 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
             embed: EmbedConfig {
                 url: "http://localhost:8110/v1",
                 model: "bge-large-en-v1.5",
+                api_key: None,
+                timeout_secs: 10,
+                batch_size: 32,
+                dimensions: None,
+            },
+            memory: MemoryConfig {
+                model_dir: None,
+                group_threshold: 0.9,
             },
             heal: HealConfig {
                 rounds: 2,
@@ -251,9 +259,7 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         &project,
         None,
         &[],
-        expect![[
-            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, heal, queues"
-        ]],
+        expect!["smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, memory, heal, queues"],
     );
 }
 
@@ -493,7 +499,7 @@ fn debug_output_hides_secrets_and_secrets_lists_them() {
     for secret in ["smtp-hunter2", "sk-hunter2", "p@ss/word", "p%40ss%2Fword"] {
         assert!(!debug.contains(secret), "{secret} shows in {debug}");
     }
-    expect![[r#"["smtp-hunter2", "p%40ss%2Fword", "p@ss/word", "sk-hunter2"]"#]]
+    expect![[r#"["smtp-hunter2", "p%40ss%2Fword", "p@ss/word", "sk-hunter2", "sk-hunter2"]"#]]
         .assert_eq(&format!("{:?}", config.secrets()));
 }
 
