@@ -259,7 +259,9 @@ fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
         &project,
         None,
         &[],
-        expect!["smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, memory, heal, queues"],
+        expect![
+            "smartworker.toml:1: rootdir: unknown key; expected one of root_dir, state_dir, execution_context, server, redis, smtp, db, llm, embed, memory, heal, queues"
+        ],
     );
 }
 
