@@ -12,6 +12,8 @@ use smartworker_core::{HEAL_QUEUE, JobId, JobOptions, JobState, NewJob, QueueBac
 use smartworker_handler::{CommandHandler, CommandSpec};
 use smartworker_heal::{HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
 use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_memory_pg::PgBackend;
+use smartworker_memory_pg::testing::TestPostgres;
 use smartworker_model::testing::ScriptedModelServer;
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, Transport};
@@ -89,6 +91,11 @@ fn copy_fixture(from: &Path, to: &Path) {
 
 impl Harness {
     async fn start(rounds: u32) -> Harness {
+        Harness::start_with(rounds, None).await
+    }
+
+    /// A harness whose memory is `memory` (PostgreSQL) instead of the queue's SQLite file.
+    async fn start_with(rounds: u32, memory: Option<MemoryStore>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("project");
         std::fs::create_dir_all(&root).unwrap();
@@ -98,7 +105,7 @@ impl Harness {
         let db = state.join("smartworker.db");
         let backend: Arc<dyn QueueBackend> =
             Arc::new(SqliteBackend::open(&db, SqliteOptions::default()).unwrap());
-        let memory = MemoryStore::open(&db).unwrap();
+        let memory = memory.unwrap_or_else(|| MemoryStore::open(&db).unwrap());
         let model = ScriptedModelServer::start().await.unwrap();
 
         let outbox = state.join("outbox");
@@ -490,4 +497,109 @@ async fn fix_writing_through_a_symlink_that_leaves_the_project_is_refused() {
     );
     assert!(!outside.path().join("victim.txt").exists());
     h.stop().await;
+}
+
+/// Memory in a fresh database of this file's PostgreSQL test server.
+async fn postgres_memory() -> MemoryStore {
+    let pg = TestPostgres::shared().unwrap();
+    let db = pg.fresh_database().unwrap();
+    let backend = PgBackend::connect(pg.options(&db)).await.unwrap();
+    MemoryStore::from_backend(Arc::new(backend))
+}
+
+#[tokio::test]
+async fn the_healing_loop_works_unchanged_with_memory_in_postgres() {
+    let h = Harness::start_with(2, Some(postgres_memory().await)).await;
+    h.model.push_content(GOOD_REPLY);
+    let first = h.signup("ada@example.com").await;
+    let report = h.healed(&first).await;
+    assert_eq!(report["verified"], true, "{report:#}");
+    assert_eq!(report["source"], "model");
+
+    // The second failure of the same bug reuses the verified fix stored in PostgreSQL.
+    let second = h.signup("grace@example.com").await;
+    let report = h.healed(&second).await;
+    assert_eq!(report["verified"], true, "{report:#}");
+    assert_eq!(report["source"], "memory");
+    assert_eq!(h.model.chat_calls(), 1, "memory hit must not ask the model");
+
+    assert_eq!(h.memory.failure_count().await.unwrap(), 2);
+    let groups = h.memory.list_groups(10).await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].count, 2);
+    let fixes = h.memory.list_fixes(10).await.unwrap();
+    assert_eq!(fixes.len(), 2);
+    let detail = h.memory.get_fix(fixes[1].id).await.unwrap().unwrap();
+    assert_eq!(
+        detail.attempts.len(),
+        1,
+        "the model round is linked to its fix"
+    );
+    assert_eq!(h.outbox_messages().len(), 2);
+    h.stop().await;
+}
+
+/// PostgreSQL dies while jobs run: good jobs keep completing, the buggy job is still
+/// dead-lettered, and its failure waits in the buffer until the server is back.
+#[tokio::test]
+async fn jobs_run_on_while_postgres_is_down_and_no_failure_is_lost() {
+    let mut pg = TestPostgres::start().unwrap();
+    pg.create_database("memory").unwrap();
+    let backend = PgBackend::connect(pg.options("memory")).await.unwrap();
+    let memory = MemoryStore::from_backend(Arc::new(backend.clone()));
+    let h = Harness::start_with(2, Some(memory)).await;
+    pg.kill();
+
+    let good_data = json!({"user": {"email": "ada@example.com"}});
+    let mut good = Vec::new();
+    for _ in 0..3 {
+        good.push(
+            h.backend
+                .add(NewJob::new("signup", "signup", good_data.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    let buggy = h.signup("grace@example.com").await;
+    for id in &good {
+        let job = h
+            .backend
+            .wait_finished(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(job.state, JobState::Completed, "{job:?}");
+    }
+    let job = h
+        .backend
+        .wait_finished(&buggy, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Dead);
+
+    // The heal job cannot remember the failure, says why, and the failure is buffered.
+    let heal = wait_for_heal_job(&h, &buggy).await;
+    let error = heal.failed_reason.clone().unwrap_or_default();
+    assert!(error.contains("postgres is unreachable"), "{error}");
+    assert_eq!(backend.buffered_writes(), 1);
+
+    pg.restart().unwrap();
+    assert_eq!(backend.replay().await.unwrap(), 0);
+    assert_eq!(h.memory.failure_count().await.unwrap(), 1);
+    let group = &h.memory.list_groups(1).await.unwrap()[0];
+    assert_eq!(group.last_job_ids, std::slice::from_ref(&buggy.0));
+    h.stop().await;
+}
+
+/// The finished heal job of a failed job.
+async fn wait_for_heal_job(h: &Harness, id: &JobId) -> smartworker_core::Job {
+    for _ in 0..600 {
+        for state in [JobState::Dead, JobState::Completed] {
+            let jobs = h.backend.list(HEAL_QUEUE, state, 100).await.unwrap();
+            if let Some(heal) = jobs.into_iter().find(|j| j.data["job_id"] == json!(id.0)) {
+                return heal;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no finished heal job for {id}");
 }

@@ -6,7 +6,9 @@
 //! whose first try did reach the database before the connection died applies it only once.
 
 use serde::{Deserialize, Serialize};
-use smartworker_memory::{EmbeddedChunks, FailureInput, HealAttemptRecord, MemoryError, NewFix};
+use smartworker_memory::{
+    EmbeddedChunks, FailureInput, Grouping, HealAttemptRecord, MemoryError, NewFix,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,8 @@ pub(crate) enum Write {
     Failure {
         input: FailureInput,
         vectors: EmbeddedChunks,
+        #[serde(default)]
+        grouping: Grouping,
     },
     /// `record_fix`.
     Fix { fix: NewFix },
@@ -35,6 +39,10 @@ pub(crate) enum Write {
 pub(crate) struct Pending {
     /// Unique per write; recorded in `mem_applied_writes` with the write.
     pub id: String,
+    /// The content key of a failure (see `content_key` in lib.rs); the buffer keeps one
+    /// waiting write per key, so a heal job retried while the database is down adds nothing.
+    #[serde(default)]
+    pub key: Option<String>,
     /// When the write was made (ms since the epoch); it becomes the row's `created_at`.
     pub at: i64,
     pub write: Write,
@@ -70,9 +78,11 @@ impl Buffer {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS pending (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 key TEXT,
                  body TEXT NOT NULL,
                  failed TEXT
-             )",
+             );
+             CREATE INDEX IF NOT EXISTS pending_key ON pending (key);",
         )?;
         Ok(Buffer {
             conn: Arc::new(Mutex::new(conn)),
@@ -85,15 +95,22 @@ impl Buffer {
         &self.path
     }
 
-    /// Appends a write after every write already waiting.
-    pub(crate) async fn push(&self, pending: &Pending) -> Result<(), MemoryError> {
+    /// Appends a write after every write already waiting; false when the same failure (by
+    /// content key) already waits, and nothing was added.
+    pub(crate) async fn push(&self, pending: &Pending) -> Result<bool, MemoryError> {
         let body = serde_json::to_string(pending).map_err(|source| MemoryError::Encode {
             what: "buffered write",
             source,
         })?;
+        let key = pending.key.clone();
         self.run(move |conn| {
-            conn.execute("INSERT INTO pending (body) VALUES (?1)", [body])?;
-            Ok(())
+            let added = conn.execute(
+                "INSERT INTO pending (key, body) SELECT ?1, ?2
+                 WHERE ?1 IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM pending WHERE key = ?1 AND failed IS NULL)",
+                rusqlite::params![key, body],
+            )?;
+            Ok(added == 1)
         })
         .await
     }

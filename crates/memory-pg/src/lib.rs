@@ -12,6 +12,7 @@
 
 mod buffer;
 mod error;
+mod groups;
 mod schema;
 mod sql;
 #[cfg(feature = "testing")]
@@ -20,9 +21,11 @@ pub mod testing;
 use crate::buffer::{Buffer, Pending, Write};
 use crate::error::{BACKEND, pg_error, pool_error, timed_out};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use sha2::Digest;
 use smartworker_memory::{
-    EmbeddedChunks, FailureInput, FailureRecord, Fix, FixDetail, FixSummary, Group, HealAttempt,
-    HealAttemptRecord, MemoryBackend, MemoryError, NewFix, SimilarFailure,
+    EmbeddedChunks, FailureInput, FailureRecord, Fix, FixDetail, FixSummary, Group, GroupDetail,
+    GroupQuery, GroupSummary, Grouping, HealAttempt, HealAttemptRecord, MemoryBackend, MemoryError,
+    NewFix, SearchHit, SearchQuery, SimilarFailure, SimilarGroup,
 };
 use std::future::Future;
 use std::path::PathBuf;
@@ -99,14 +102,19 @@ struct Inner {
     replay: tokio::sync::Mutex<()>,
 }
 
-/// What an applied write produced.
+/// What an applied write produced; kept with its write id, so a write applied twice (a replay
+/// after an unclear failure, a retried heal job) answers the same the second time.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 enum Applied {
-    Failure(FailureRecord),
-    Id(i64),
+    Failure { record: FailureRecord },
+    Id { id: i64 },
     Nothing,
-    /// The write had been applied before (a replay after an unclear failure).
-    Already,
 }
+
+/// How long a failure replayed from the buffer stands in for the same failure recorded again
+/// (a heal job retried once the database is back): longer than the heal job's retry delay.
+const SAME_FAILURE_WINDOW_MS: i64 = 3600 * 1000;
 
 impl PgBackend {
     /// Connects, runs the migrations, replays any writes left in the buffer, and starts the
@@ -180,6 +188,7 @@ impl PgBackend {
     async fn write(&self, write: Write) -> Result<Applied, MemoryError> {
         let pending = Pending {
             id: uuid::Uuid::new_v4().to_string(),
+            key: content_key(&write)?,
             at: now_ms(),
             write,
         };
@@ -191,7 +200,7 @@ impl PgBackend {
                 return self.inner.keep(&pending).await;
             }
         }
-        match self.inner.apply(&pending).await {
+        match self.inner.apply(&pending, false).await {
             Err(MemoryError::Unavailable { message, .. }) => {
                 warn!(error = %message, "postgres is unreachable; buffering a memory write");
                 self.inner.keep(&pending).await
@@ -218,28 +227,21 @@ impl PgBackend {
 }
 
 impl Inner {
-    /// Applies one write in one transaction, with its id, unless that id was applied before.
-    async fn apply(&self, pending: &Pending) -> Result<Applied, MemoryError> {
+    /// Applies one write in one transaction, with its id, unless that id was applied before;
+    /// then it answers what the first time produced. A direct write of a failure that was
+    /// replayed from the buffer within the last hour answers that failure's record too.
+    async fn apply(&self, pending: &Pending, replayed: bool) -> Result<Applied, MemoryError> {
         let run = async {
             let mut client = self.pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
-            let seen = tx
-                .query_opt(
-                    "SELECT 1 FROM mem_applied_writes WHERE write_id = $1",
-                    &[&pending.id],
-                )
-                .await
-                .map_err(pg_error)?;
-            if seen.is_some() {
-                return Ok(Applied::Already);
+            if let Some(applied) = earlier(&tx, pending, replayed).await? {
+                return Ok(applied);
             }
             let applied = apply_write(&tx, &pending.write, pending.at).await?;
-            tx.execute(
-                "INSERT INTO mem_applied_writes (write_id, applied_at) VALUES ($1, $2)",
-                &[&pending.id, &now_ms()],
-            )
-            .await
-            .map_err(pg_error)?;
+            remember_applied(&tx, &pending.id, &applied).await?;
+            if let (true, Some(key)) = (replayed, &pending.key) {
+                remember_applied(&tx, key, &applied).await?;
+            }
             tx.commit().await.map_err(pg_error)?;
             Ok(applied)
         };
@@ -250,8 +252,9 @@ impl Inner {
 
     /// Puts a write in the buffer and says so.
     async fn keep(&self, pending: &Pending) -> Result<Applied, MemoryError> {
-        self.buffer.push(pending).await?;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if self.buffer.push(pending).await? {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+        }
         Err(MemoryError::Buffered {
             backend: BACKEND,
             path: self.buffer.path().to_owned(),
@@ -264,7 +267,7 @@ impl Inner {
     async fn replay(&self) -> Result<(), MemoryError> {
         let _one_at_a_time = self.replay.lock().await;
         while let Some(queued) = self.buffer.oldest().await? {
-            match self.apply(&queued.pending).await {
+            match self.apply(&queued.pending, true).await {
                 Ok(_) => self.buffer.remove(queued.seq).await?,
                 Err(err @ MemoryError::Unavailable { .. }) => return Err(err),
                 Err(err) => {
@@ -284,6 +287,9 @@ impl Inner {
     }
 }
 
+/// How often write ids older than a day are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Forgets write ids older than a day: by then any write that could be replayed twice was.
 async fn prune_applied(pool: &Pool) {
     let Ok(client) = pool.get().await else {
@@ -301,34 +307,105 @@ async fn prune_applied(pool: &Pool) {
     }
 }
 
+/// What an earlier application of this write produced, if there was one.
+async fn earlier(
+    tx: &tokio_postgres::Transaction<'_>,
+    pending: &Pending,
+    replayed: bool,
+) -> Result<Option<Applied>, MemoryError> {
+    let (id, since) = match (&pending.key, replayed) {
+        (Some(key), false) => (key.as_str(), now_ms() - SAME_FAILURE_WINDOW_MS),
+        _ => (pending.id.as_str(), 0),
+    };
+    let row = tx
+        .query_opt(
+            "SELECT result FROM mem_applied_writes WHERE write_id = $1 AND applied_at >= $2",
+            &[&id, &since],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let tokio_postgres::types::Json(applied) =
+        row.get::<_, tokio_postgres::types::Json<Applied>>(0);
+    Ok(Some(applied))
+}
+
+async fn remember_applied(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    applied: &Applied,
+) -> Result<(), MemoryError> {
+    tx.execute(
+        "INSERT INTO mem_applied_writes (write_id, applied_at, result) VALUES ($1, $2, $3)
+         ON CONFLICT (write_id) DO UPDATE SET applied_at = excluded.applied_at,
+             result = excluded.result",
+        &[&id, &now_ms(), &tokio_postgres::types::Json(applied)],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// A failure's content key: the same failure of the same job (a retried heal job recording it
+/// again) has the same key. Other writes have none.
+fn content_key(write: &Write) -> Result<Option<String>, MemoryError> {
+    let Write::Failure { input, .. } = write else {
+        return Ok(None);
+    };
+    let bytes = serde_json::to_vec(input).map_err(|source| MemoryError::Encode {
+        what: "failure",
+        source,
+    })?;
+    let digest = sha2::Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(format!("failure:{hex}")))
+}
+
 async fn apply_write(
     tx: &tokio_postgres::Transaction<'_>,
     write: &Write,
     at: i64,
 ) -> Result<Applied, MemoryError> {
     Ok(match write {
-        Write::Failure { input, vectors } => {
-            Applied::Failure(sql::insert_failure(tx, input, vectors, at).await?)
+        Write::Failure {
+            input,
+            vectors,
+            grouping,
+        } => {
+            let record = sql::insert_failure(tx, input, vectors, *grouping, at).await?;
+            Applied::Failure { record }
         }
-        Write::Fix { fix } => Applied::Id(sql::insert_fix(tx, fix, at).await?),
+        Write::Fix { fix } => Applied::Id {
+            id: sql::insert_fix(tx, fix, at).await?,
+        },
         Write::FixVectors { fix_id, vectors } => {
             sql::insert_fix_vectors(tx, *fix_id, vectors).await?;
             Applied::Nothing
         }
         Write::HealAttempt { attempt } => {
-            Applied::Id(sql::insert_heal_attempt(tx, attempt, at).await?)
+            let id = sql::insert_heal_attempt(tx, attempt, at).await?;
+            Applied::Id { id }
         }
     })
 }
 
 /// Replays buffered writes every `every` while some wait and the backend lives.
+/// Also forgets old write ids about once an hour, so `mem_applied_writes` does not grow
+/// without end when nothing is ever buffered.
 fn spawn_replayer(inner: Weak<Inner>, every: Duration) {
     tokio::spawn(async move {
+        let mut last_prune = std::time::Instant::now();
         loop {
             tokio::time::sleep(every).await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                prune_applied(&inner.pool).await;
+                last_prune = std::time::Instant::now();
+            }
             if inner.waiting.load(Ordering::SeqCst) == 0 {
                 continue;
             }
@@ -340,25 +417,71 @@ fn spawn_replayer(inner: Weak<Inner>, every: Duration) {
     });
 }
 
-/// An `Applied` that should have been of another kind: the id was already applied.
-fn already(what: &str) -> MemoryError {
-    MemoryError::Database {
-        backend: BACKEND,
-        message: format!("{what} was applied twice under one write id"),
-    }
+/// An answer of another kind than the write's: the stored result does not fit its write id.
+fn mismatched(what: &str) -> MemoryError {
+    MemoryError::Corrupt(format!("the stored result of {what} is of another kind"))
 }
 
 #[async_trait::async_trait]
 impl MemoryBackend for PgBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn record_failure(
         &self,
         input: FailureInput,
         vectors: EmbeddedChunks,
     ) -> Result<FailureRecord, MemoryError> {
-        match self.write(Write::Failure { input, vectors }).await? {
-            Applied::Failure(record) => Ok(record),
-            _ => Err(already("a failure")),
+        self.record_failure_grouped(input, vectors, Grouping::default())
+            .await
+    }
+
+    async fn record_failure_grouped(
+        &self,
+        input: FailureInput,
+        vectors: EmbeddedChunks,
+        grouping: Grouping,
+    ) -> Result<FailureRecord, MemoryError> {
+        let write = Write::Failure {
+            input,
+            vectors,
+            grouping,
+        };
+        match self.write(write).await? {
+            Applied::Failure { record } => Ok(record),
+            _ => Err(mismatched("a failure")),
         }
+    }
+
+    async fn groups(&self, query: GroupQuery) -> Result<Vec<GroupSummary>, MemoryError> {
+        self.read(|client| async move { groups::groups(&**client, &query).await })
+            .await
+    }
+
+    async fn group_detail(&self, id: i64) -> Result<Option<GroupDetail>, MemoryError> {
+        self.read(|client| async move { groups::group_detail(&**client, id).await })
+            .await
+    }
+
+    async fn similar_groups(&self, id: i64, k: usize) -> Result<Vec<SimilarGroup>, MemoryError> {
+        self.read(|mut client| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let found = groups::similar_groups(&tx, id, k).await?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.read(|mut client| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let hits = groups::search(&tx, &query).await?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok(hits)
+        })
+        .await
     }
 
     async fn similar_failures(
@@ -385,8 +508,8 @@ impl MemoryBackend for PgBackend {
 
     async fn record_fix(&self, fix: NewFix) -> Result<i64, MemoryError> {
         match self.write(Write::Fix { fix }).await? {
-            Applied::Id(id) => Ok(id),
-            _ => Err(already("a fix")),
+            Applied::Id { id } => Ok(id),
+            _ => Err(mismatched("a fix")),
         }
     }
 
@@ -417,8 +540,8 @@ impl MemoryBackend for PgBackend {
 
     async fn record_heal_attempt(&self, attempt: HealAttemptRecord) -> Result<i64, MemoryError> {
         match self.write(Write::HealAttempt { attempt }).await? {
-            Applied::Id(id) => Ok(id),
-            _ => Err(already("a heal attempt")),
+            Applied::Id { id } => Ok(id),
+            _ => Err(mismatched("a heal attempt")),
         }
     }
 

@@ -58,8 +58,9 @@ CREATE TABLE mem_failures (
     embedding_model text NOT NULL,
     embedding_dimensions integer NOT NULL,
     created_at bigint NOT NULL,
-    search tsvector GENERATED ALWAYS AS
-        (to_tsvector('simple', error_type || ' ' || message || ' ' || stack)) STORED
+    -- Punctuation splits words, so `users.py` and `create_user` are found by their parts.
+    search tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(
+        error_type || ' ' || message || ' ' || stack, '[^[:alnum:]]+', ' ', 'g'))) STORED
 );
 CREATE INDEX mem_failures_group ON mem_failures (group_id);
 CREATE INDEX mem_failures_search ON mem_failures USING gin (search);
@@ -82,7 +83,8 @@ CREATE TABLE mem_fixes (
 );
 CREATE INDEX mem_fixes_group ON mem_fixes (group_id, verified, id);
 
--- group_id repeats the failure's group so a filtered vector search needs no join.
+-- group_id repeats the failure's group so a filtered vector search needs no join. A failure
+-- chunk whose exact vector its group already has is kept but not indexed (indexed = false).
 CREATE TABLE mem_chunks (
     id bigserial PRIMARY KEY,
     failure_id bigint REFERENCES mem_failures (id),
@@ -93,10 +95,24 @@ CREATE TABLE mem_chunks (
     text text NOT NULL,
     model_id integer NOT NULL REFERENCES mem_embedding_models (id),
     embedding vector NOT NULL,
+    vector_hash bigint NOT NULL,
+    indexed boolean NOT NULL,
     CHECK ((failure_id IS NULL) <> (fix_id IS NULL))
 );
 CREATE INDEX mem_chunks_failure ON mem_chunks (failure_id);
+CREATE INDEX mem_chunks_group_vector ON mem_chunks (group_id, model_id, vector_hash)
+    WHERE failure_id IS NOT NULL;
 CREATE INDEX mem_chunks_fix ON mem_chunks (fix_id);
+
+-- Per group and model, the first failure with a summary vector: what near-duplicate joining
+-- and similar groups compare.
+CREATE TABLE mem_group_representatives (
+    group_id bigint NOT NULL REFERENCES mem_groups (id),
+    model_id integer NOT NULL REFERENCES mem_embedding_models (id),
+    failure_id bigint NOT NULL REFERENCES mem_failures (id),
+    embedding vector NOT NULL,
+    PRIMARY KEY (group_id, model_id)
+);
 
 CREATE TABLE mem_heal_attempts (
     id bigserial PRIMARY KEY,
@@ -123,10 +139,12 @@ CREATE INDEX mem_heal_attempts_job ON mem_heal_attempts (job_id);
 CREATE INDEX mem_heal_attempts_fix ON mem_heal_attempts (fix_id);
 
 -- Every write carries an id; a write replayed from the local buffer after an unclear
--- failure (the connection dropped during COMMIT) is skipped when its id is here.
+-- failure (the connection dropped during COMMIT) is skipped when its id is here, and answers
+-- the result stored with it.
 CREATE TABLE mem_applied_writes (
     write_id text PRIMARY KEY,
-    applied_at bigint NOT NULL
+    applied_at bigint NOT NULL,
+    result jsonb NOT NULL
 );
 ";
 
@@ -199,12 +217,17 @@ async fn check_pgvector(client: &Client) -> Result<(), MemoryError> {
     Ok(())
 }
 
-/// The partial HNSW index of one model's failure chunks: cosine distance over a `halfvec`
-/// cast, which halves the index next to `vector` at the same recall (bench/MEMORY.md).
+/// The partial HNSW index of one model's distinct failure chunks: cosine distance over a
+/// `halfvec` cast, which halves the index next to `vector` at the same recall
+/// (bench/MEMORY.md).
 pub(crate) fn model_index_sql(model_id: i32, dimensions: usize) -> String {
     format!(
         "CREATE INDEX IF NOT EXISTS mem_chunks_hnsw_{model_id} ON mem_chunks
          USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops)
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL"
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed;
+         CREATE INDEX IF NOT EXISTS mem_group_representatives_hnsw_{model_id}
+         ON mem_group_representatives
+         USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops)
+         WHERE model_id = {model_id}"
     )
 }

@@ -4,11 +4,13 @@
 //! group update and its vectors land together or not at all.
 
 use crate::error::pg_error;
+use crate::groups;
 use crate::schema::{MAX_INDEXED_DIMENSIONS, model_index_sql};
 use pgvector::Vector;
 use smartworker_memory::{
     AttemptTimings, EmbeddedChunks, FailureInput, FailureRecord, Fix, FixSource, FixSummary, Group,
-    HealAttempt, HealAttemptRecord, MAX_GROUP_JOB_IDS, MemoryError, NewFix, SimilarFailure,
+    Grouping, HealAttempt, HealAttemptRecord, MAX_GROUP_JOB_IDS, MemoryError, NewFix,
+    SimilarFailure,
 };
 use std::collections::HashMap;
 use tokio_postgres::types::{Json, ToSql};
@@ -25,10 +27,18 @@ pub(crate) async fn insert_failure(
     tx: &Transaction<'_>,
     input: &FailureInput,
     vectors: &EmbeddedChunks,
+    grouping: Grouping,
     now: i64,
 ) -> Result<FailureRecord, MemoryError> {
     let model_id = register_model(tx, vectors).await?;
-    let (group_id, new_group) = join_group(tx, input, now).await?;
+    let summary = model_id.zip(groups::summary_vector(vectors));
+    let near = match (summary, grouping.threshold) {
+        (Some((model_id, vector)), Some(threshold)) => {
+            groups::nearest_group(tx, model_id, vector, threshold).await?
+        }
+        _ => None,
+    };
+    let (group_id, new_group) = join_group(tx, input, near, now).await?;
 
     let row = tx
         .query_one(
@@ -64,6 +74,9 @@ pub(crate) async fn insert_failure(
         };
         insert_chunks(tx, owner, model_id, vectors).await?;
     }
+    if let Some((model_id, vector)) = summary {
+        groups::keep_representative(tx, group_id, model_id, failure_id, vector).await?;
+    }
     Ok(FailureRecord {
         failure_id,
         group_id,
@@ -79,6 +92,10 @@ pub(crate) enum Owner {
 }
 
 /// Stores the chunks and vectors of one owner.
+///
+/// A failure chunk whose vector its group already holds (the same bug failing again, word for
+/// word) is stored but left out of the HNSW index (`indexed = false`): it would add nothing to
+/// a search but ties, and hundreds of identical points break the graph's links around them.
 pub(crate) async fn insert_chunks(
     tx: &Transaction<'_>,
     owner: Owner,
@@ -95,13 +112,18 @@ pub(crate) async fn insert_chunks(
     let insert = tx
         .prepare(
             "INSERT INTO mem_chunks (failure_id, fix_id, group_id, ordinal, kind, text, model_id,
-                 embedding)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 embedding, vector_hash, indexed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .await
         .map_err(pg_error)?;
     for (ordinal, (chunk, vector)) in vectors.chunks().iter().enumerate() {
         let embedding = Vector::from(vector.clone());
+        let hash = vector_hash(vector);
+        let indexed = match group_id {
+            Some(group) => !group_has_vector(tx, group, model_id, hash, &embedding).await?,
+            None => true,
+        };
         tx.execute(
             &insert,
             &[
@@ -113,12 +135,47 @@ pub(crate) async fn insert_chunks(
                 &chunk.text,
                 &model_id,
                 &embedding,
+                &hash,
+                &indexed,
             ],
         )
         .await
         .map_err(pg_error)?;
     }
     Ok(())
+}
+
+/// Whether the group already has an indexed failure chunk with exactly this vector.
+async fn group_has_vector(
+    tx: &Transaction<'_>,
+    group_id: i64,
+    model_id: i32,
+    hash: i64,
+    embedding: &Vector,
+) -> Result<bool, MemoryError> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM mem_chunks
+             WHERE group_id = $1 AND model_id = $2 AND vector_hash = $3 AND indexed
+               AND failure_id IS NOT NULL AND embedding = $4
+             LIMIT 1",
+            &[&group_id, &model_id, &hash, embedding],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.is_some())
+}
+
+/// FNV-1a over the vector's bits: equal vectors, equal hash.
+fn vector_hash(vector: &[f32]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in vector {
+        for b in x.to_bits().to_le_bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 /// The id of the vectors' model, registering it (and its index) on first use; `None` when
@@ -176,12 +233,25 @@ pub(crate) async fn model_info<C: GenericClient>(
     Ok(row.map(|r| (r.get(0), from_i32(r.get(1)))))
 }
 
-/// The group of the failure's fingerprint, updated for this failure, or a new group.
+/// The group of the failure's fingerprint, else the near-duplicate group `near`, updated for
+/// this failure; or a new group.
 async fn join_group(
     tx: &Transaction<'_>,
     input: &FailureInput,
+    near: Option<i64>,
     now: i64,
 ) -> Result<(i64, bool), MemoryError> {
+    let same = tx
+        .query_opt(
+            "SELECT id FROM mem_groups WHERE fingerprint = $1",
+            &[&input.fingerprint],
+        )
+        .await
+        .map_err(pg_error)?;
+    if let Some(id) = same.map(|r| r.get::<_, i64>(0)).or(near) {
+        return update_group(tx, id, input, now).await.map(|id| (id, false));
+    }
+
     // ON CONFLICT waits for a concurrent insert of the same fingerprint, so two writers never
     // create two groups for it.
     let created = tx
@@ -204,17 +274,34 @@ async fn join_group(
     if let Some(row) = created {
         return Ok((row.get(0), true));
     }
-
     let row = tx
         .query_one(
-            "SELECT id, queues, last_job_ids FROM mem_groups WHERE fingerprint = $1 FOR UPDATE",
+            "SELECT id FROM mem_groups WHERE fingerprint = $1",
             &[&input.fingerprint],
         )
         .await
         .map_err(pg_error)?;
-    let id: i64 = row.get(0);
-    let mut queues: Vec<String> = row.get(1);
-    let mut job_ids: Vec<String> = row.get(2);
+    update_group(tx, row.get(0), input, now)
+        .await
+        .map(|id| (id, false))
+}
+
+/// Counts the failure in group `id` (locked for the update) and returns the id.
+async fn update_group(
+    tx: &Transaction<'_>,
+    id: i64,
+    input: &FailureInput,
+    now: i64,
+) -> Result<i64, MemoryError> {
+    let row = tx
+        .query_one(
+            "SELECT queues, last_job_ids FROM mem_groups WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut queues: Vec<String> = row.get(0);
+    let mut job_ids: Vec<String> = row.get(1);
     add_to_group(&mut queues, &mut job_ids, input);
 
     tx.execute(
@@ -225,7 +312,7 @@ async fn join_group(
     )
     .await
     .map_err(pg_error)?;
-    Ok((id, false))
+    Ok(id)
 }
 
 fn add_to_group(queues: &mut Vec<String>, job_ids: &mut Vec<String>, input: &FailureInput) {
@@ -283,15 +370,11 @@ pub(crate) async fn similar_failures(
     ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.0.cmp(&a.0)));
     ranked.truncate(q.k);
 
-    let mut out = Vec::with_capacity(ranked.len());
-    for (failure_id, group_id, score) in ranked {
-        out.push(similar(tx, failure_id, group_id, score).await?);
-    }
-    Ok(out)
+    details(tx, &ranked).await
 }
 
 /// group id → (failure id, score) of the group's best chunk among the nearest candidates.
-async fn best_per_group(
+pub(crate) async fn best_per_group(
     tx: &Transaction<'_>,
     q: &SimilarQuery<'_>,
     model_id: i32,
@@ -303,7 +386,7 @@ async fn best_per_group(
     // The score is computed on the full-precision vector; only the order comes from the index.
     let sql = format!(
         "SELECT failure_id, group_id, (1 - (embedding <=> $1))::real FROM mem_chunks
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed
            AND ($2::bigint IS NULL OR group_id <> $2)
          ORDER BY embedding::halfvec({dims}) <=> $1::halfvec({dims})
          LIMIT $3"
@@ -344,7 +427,7 @@ async fn exact_best_per_group(
     let sql = format!(
         "SELECT DISTINCT ON (group_id) failure_id, group_id, (1 - (embedding <=> $1))::real
          FROM mem_chunks
-         WHERE model_id = {model_id} AND failure_id IS NOT NULL
+         WHERE model_id = {model_id} AND failure_id IS NOT NULL AND indexed
            AND ($2::bigint IS NULL OR group_id <> $2)
          ORDER BY group_id, embedding <=> $1, failure_id DESC"
     );
@@ -368,39 +451,57 @@ fn best_of(rows: &[Row]) -> HashMap<i64, (i64, f32)> {
     best
 }
 
-async fn similar<C: GenericClient>(
+/// The ranked (failure, group, score) triples with each failure's error and its group's best
+/// fix, in two queries.
+async fn details<C: GenericClient>(
     client: &C,
-    failure_id: i64,
-    group_id: i64,
-    score: f32,
-) -> Result<SimilarFailure, MemoryError> {
-    let row = client
-        .query_one(
-            "SELECT error_type, message FROM mem_failures WHERE id = $1",
-            &[&failure_id],
-        )
-        .await
-        .map_err(pg_error)?;
-    let fix = client
-        .query_opt(
-            &format!(
-                "SELECT {FIX_COLUMNS} FROM mem_fixes WHERE group_id = $1
-                 ORDER BY verified DESC, id DESC LIMIT 1"
-            ),
-            &[&group_id],
+    ranked: &[(i64, i64, f32)],
+) -> Result<Vec<SimilarFailure>, MemoryError> {
+    let failure_ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+    let group_ids: Vec<i64> = ranked.iter().map(|r| r.1).collect();
+    let errors: HashMap<i64, (String, String)> = client
+        .query(
+            "SELECT id, error_type, message FROM mem_failures WHERE id = ANY($1)",
+            &[&failure_ids],
         )
         .await
         .map_err(pg_error)?
-        .map(|r| fix_summary_from_row(&r))
-        .transpose()?;
-    Ok(SimilarFailure {
-        failure_id,
-        group_id,
-        score,
-        error_type: row.get(0),
-        message: row.get(1),
-        fix,
-    })
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let fixes = client
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (group_id) {FIX_COLUMNS} FROM mem_fixes
+                 WHERE group_id = ANY($1) ORDER BY group_id, verified DESC, id DESC"
+            ),
+            &[&group_ids],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut fixes: HashMap<i64, FixSummary> = fixes
+        .iter()
+        .map(fix_summary_from_row)
+        .map(|f| f.map(|f| (f.group_id, f)))
+        .collect::<Result<_, _>>()?;
+
+    let mut out = Vec::with_capacity(ranked.len());
+    for &(failure_id, group_id, score) in ranked {
+        let Some((error_type, message)) = errors.get(&failure_id).cloned() else {
+            return Err(MemoryError::Corrupt(format!(
+                "failure {failure_id} vanished"
+            )));
+        };
+        out.push(SimilarFailure {
+            failure_id,
+            group_id,
+            score,
+            error_type,
+            message,
+            fix: fixes.remove(&group_id),
+        });
+    }
+    Ok(out)
 }
 
 /// Stores a fix after checking its group and failure, and links its heal job's attempts.
@@ -617,10 +718,10 @@ pub(crate) async fn heal_attempts<C: GenericClient>(
     Ok(rows.iter().map(heal_attempt_from_row).collect())
 }
 
-const GROUP_COLUMNS: &str =
+pub(crate) const GROUP_COLUMNS: &str =
     "id, fingerprint, error_type, message, count, first_seen, last_seen, queues, last_job_ids";
 
-fn group_from_row(row: &Row) -> Group {
+pub(crate) fn group_from_row(row: &Row) -> Group {
     Group {
         id: row.get(0),
         fingerprint: row.get(1),
@@ -634,10 +735,10 @@ fn group_from_row(row: &Row) -> Group {
     }
 }
 
-const FIX_COLUMNS: &str = "id, group_id, failure_id, job_id, queue, verified, source, model, \
+pub(crate) const FIX_COLUMNS: &str = "id, group_id, failure_id, job_id, queue, verified, source, model, \
                            rounds, root_cause, heal_job_id, created_at";
 
-fn fix_summary_from_row(row: &Row) -> Result<FixSummary, MemoryError> {
+pub(crate) fn fix_summary_from_row(row: &Row) -> Result<FixSummary, MemoryError> {
     let source: String = row.get(6);
     let source = FixSource::parse(&source)
         .ok_or_else(|| MemoryError::Corrupt(format!("unknown fix source {source:?}")))?;

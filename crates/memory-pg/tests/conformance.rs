@@ -22,3 +22,4 @@ async fn store() -> MemoryStore {
 }
 
 smartworker_memory::conformance_tests!(store);
+smartworker_memory::group_conformance_tests!(store);

@@ -135,7 +135,7 @@ async fn a_search_that_leaves_out_the_nearest_group_still_returns_k_groups() {
     // The plan is the model's HNSW index, and without iterative scans it finds nothing.
     let query = format!(
         "SELECT count(DISTINCT group_id) FROM (SELECT group_id FROM mem_chunks
-         WHERE model_id = 1 AND failure_id IS NOT NULL AND group_id <> {g}
+         WHERE model_id = 1 AND failure_id IS NOT NULL AND indexed AND group_id <> {g}
          ORDER BY embedding::halfvec(3) <=> '[1,0,0]'::halfvec(3) LIMIT 40) t",
         g = crowd.group_id
     );
@@ -176,10 +176,11 @@ fn fill_sql(crowd: i64, spread: Crowd) -> String {
          SELECT gr.id, n::text, 'signup', 'welcome', gr.fingerprint, 'E', 'other', '', '[]',
              '{{}}', 'm', 3, 0
          FROM mem_groups gr, generate_series(1, 100) n WHERE gr.fingerprint LIKE 'other-%';
-         INSERT INTO mem_chunks (failure_id, group_id, ordinal, kind, text, model_id, embedding)
+         INSERT INTO mem_chunks (failure_id, group_id, ordinal, kind, text, model_id, embedding,
+             vector_hash, indexed)
          SELECT id, group_id, 0, 'error', 'E: m', 1,
              ('[' || cos(a)::text || ',' || sin(a)::text || ',' || (random() / 10)::text
-              || ']')::vector
+              || ']')::vector, id, true
          FROM (SELECT id, group_id,
                       CASE WHEN fingerprint = 'crowd' THEN {near}
                            ELSE 0.5 + random() END AS a
@@ -353,4 +354,67 @@ async fn a_malformed_url_is_refused_without_showing_the_password() {
     let text = err.to_string();
     assert!(text.contains("invalid postgres url"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
+}
+
+/// A heal job that fails because memory is down is retried; recording the same failure again
+/// must not count it twice, whether the database is still down or back by then.
+#[tokio::test]
+async fn a_failure_recorded_again_by_a_retried_heal_job_counts_once() {
+    let mut pg = TestPostgres::start().unwrap();
+    pg.create_database("memory").unwrap();
+    let (backend, store) = connect(pg.options("memory")).await;
+    pg.kill();
+
+    let same = || failure("job-1", "fp", "KeyError", "'user'");
+    let vectors = || vectors_of("m", 3, &[1.0]);
+    for _ in 0..2 {
+        let err = store.record_failure(same(), vectors()).await.unwrap_err();
+        assert!(matches!(err, MemoryError::Buffered { .. }), "{err}");
+    }
+    assert_eq!(backend.buffered_writes(), 1);
+
+    pg.restart().unwrap();
+    let again = store.record_failure(same(), vectors()).await.unwrap();
+    assert_eq!(store.failure_count().await.unwrap(), 1);
+    let group = store.get_group(again.group_id).await.unwrap().unwrap();
+    assert_eq!(group.count, 1);
+
+    // Another failure of the same job (other message) is a failure of its own.
+    let other = failure("job-1", "fp", "KeyError", "'email'");
+    store.record_failure(other, vectors()).await.unwrap();
+    assert_eq!(store.failure_count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_repeat_of_the_same_vector_is_stored_but_indexed_once_per_group() {
+    let (pg, db) = shared();
+    let (_, store) = connect(pg.options(&db)).await;
+    for n in 0..5 {
+        let input = failure(&n.to_string(), "same", "E", "m");
+        store
+            .record_failure(input, vectors_of("m", 3, &[1.0]))
+            .await
+            .unwrap();
+    }
+    let input = failure("5", "other", "E", "m");
+    store
+        .record_failure(input, vectors_of("m", 3, &[1.0]))
+        .await
+        .unwrap();
+
+    let counts = pg
+        .psql(
+            &db,
+            "SELECT count(*) FILTER (WHERE indexed) || '/' || count(*) FROM mem_chunks",
+        )
+        .unwrap();
+    assert_eq!(
+        counts, "2/6",
+        "one indexed vector per group, every chunk stored"
+    );
+    let found = store
+        .similar_failures("m", &[1.0, 0.0, 0.0], 5, None)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
 }

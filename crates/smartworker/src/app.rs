@@ -3,7 +3,9 @@
 //!
 //! Nothing here decides anything about jobs; it only connects the parts.
 
-use crate::config::{Config, ExecutionContext, QueueBackendKind, QueueConfig, SandboxKind};
+use crate::config::{
+    Config, ExecutionContext, MemoryBackendKind, QueueBackendKind, QueueConfig, SandboxKind,
+};
 use anyhow::Context;
 use serde_json::Value;
 use smartworker_core::{HEAL_QUEUE, Handler, JobOptions, NewJob, QueueBackend};
@@ -15,6 +17,7 @@ use smartworker_heal::{HealEvent, HealHandler, HealSettings, Healer, HealerParts
 use smartworker_memory::{
     Embedder, FallbackEmbedder, MemoryError, MemoryStore, QueryVector, SearchHit, SearchQuery,
 };
+use smartworker_memory_pg::{PgBackend, PgOptions};
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
@@ -24,7 +27,7 @@ use smartworker_sandbox::{
 };
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -108,24 +111,71 @@ fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
     Ok(Arc::new(backend))
 }
 
+/// The embedded memory store in the queue file.
+fn sqlite_memory(cfg: &Config, db: &Path) -> anyhow::Result<MemoryStore> {
+    if cfg.memory_backend == MemoryBackendKind::Postgres {
+        anyhow::bail!("memory.backend = \"postgres\" is opened with App::connect, not App::open");
+    }
+    MemoryStore::open(db).with_context(|| format!("opening the memory store in {}", db.display()))
+}
+
+/// Where PostgreSQL memory keeps writes while the database is down.
+pub fn memory_buffer_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("memory-pg-buffer.db")
+}
+
+/// Memory in PostgreSQL: connects, runs the migrations and replays any buffered writes.
+async fn postgres_memory(cfg: &Config) -> anyhow::Result<MemoryStore> {
+    let url = cfg
+        .database_url()
+        .context("memory.backend = \"postgres\" needs db.host (APP_DB_HOST) or APP_DB_URL")?;
+    let options = PgOptions::from_url(url.expose(), memory_buffer_path(cfg))
+        .context("reading the database settings in [db]")?;
+    let backend = PgBackend::connect(options)
+        .await
+        .context("opening the memory store in PostgreSQL")?;
+    Ok(MemoryStore::from_backend(Arc::new(backend)))
+}
+
 /// The queue file of a configuration (memory shares it).
 pub fn db_path(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("smartworker.db")
 }
 
 impl App {
-    /// Opens every part the configuration names.
+    /// Opens every part the configuration names, with memory in the embedded SQLite store.
     ///
     /// # Errors
     /// When the state directory, the queue file or the memory store cannot be opened, or a
-    /// client cannot be built from its settings.
+    /// client cannot be built from its settings; when `memory.backend` is `postgres`, which
+    /// needs [`App::connect`].
     pub fn open(cfg: Config) -> anyhow::Result<App> {
+        Self::assemble(cfg, None)
+    }
+
+    /// Opens every part the configuration names, connecting to PostgreSQL first (and running
+    /// its migrations) when `memory.backend` is `postgres`.
+    ///
+    /// # Errors
+    /// As [`App::open`]; when PostgreSQL cannot be reached or holds a newer schema.
+    pub async fn connect(cfg: Config) -> anyhow::Result<App> {
+        let memory = match cfg.memory_backend {
+            MemoryBackendKind::Sqlite => None,
+            MemoryBackendKind::Postgres => Some(postgres_memory(&cfg).await?),
+        };
+        Self::assemble(cfg, memory)
+    }
+
+    /// Builds the app around `memory`, or around the embedded store when it is `None`.
+    fn assemble(cfg: Config, memory: Option<MemoryStore>) -> anyhow::Result<App> {
         let db = db_path(&cfg);
         let backend = open_backend(&cfg)?;
-        let memory = MemoryStore::open(&db)
-            .with_context(|| format!("opening the memory store in {}", db.display()))?
-            .with_secrets(cfg.secrets())
-            .with_group_threshold(cfg.memory.group_threshold);
+        let memory = match memory {
+            Some(memory) => memory,
+            None => sqlite_memory(&cfg, &db)?,
+        }
+        .with_secrets(cfg.secrets())
+        .with_group_threshold(cfg.memory.group_threshold);
         let notifier = Arc::new(open_notifier(&cfg)?);
         let embedder = FallbackEmbedder::new(primary_embedder(&cfg)?);
         let commands: HashMap<String, CommandSpec> = cfg

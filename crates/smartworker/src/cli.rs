@@ -241,12 +241,12 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
             }
             Ok(())
         }
-        Command::Enqueue(args) => enqueue(&App::open(load_config(config)?)?, args).await,
-        Command::Jobs(args) => jobs(&App::open(load_config(config)?)?, args).await,
-        Command::Dead { action } => dead(&App::open(load_config(config)?)?, action).await,
+        Command::Enqueue(args) => enqueue(&App::connect(load_config(config)?).await?, args).await,
+        Command::Jobs(args) => jobs(&App::connect(load_config(config)?).await?, args).await,
+        Command::Dead { action } => dead(&App::connect(load_config(config)?).await?, action).await,
         Command::Fixes { action } => {
             fixes(
-                &App::open(load_config(config)?)?,
+                &App::connect(load_config(config)?).await?,
                 action.unwrap_or(FixAction::List),
             )
             .await
@@ -257,9 +257,9 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
                 before: None,
                 queue: None,
             });
-            failures(&App::open(load_config(config)?)?, action).await
+            failures(&App::connect(load_config(config)?).await?, action).await
         }
-        Command::Search(args) => search(&App::open(load_config(config)?)?, &args).await,
+        Command::Search(args) => search(&App::connect(load_config(config)?).await?, &args).await,
         Command::Serve | Command::Demo(_) => bail!("serve and demo are run by main"),
     }
 }

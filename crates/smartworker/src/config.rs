@@ -18,6 +18,7 @@ mod command_mode;
 mod dotenv;
 mod file;
 mod memory;
+mod postgres;
 mod queue_store;
 mod sandbox;
 mod value;
@@ -34,6 +35,7 @@ use self::file::FileLayer;
 use self::value::{Raw, Scalar, resolve};
 
 pub use self::memory::{DEFAULT_GROUP_THRESHOLD, EmbedConfig, MemoryConfig};
+pub use self::postgres::MemoryBackendKind;
 pub use self::queue_store::{QueueBackendKind, QueueStoreConfig};
 pub use self::sandbox::DEFAULT_SANDBOX_UID;
 pub use self::value::Origin;
@@ -96,6 +98,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("db.user", "APP_DB_USER"),
     setting("db.password", "APP_DB_PASSWORD"),
     setting("db.name", "APP_DB_NAME"),
+    setting("db.url", "APP_DB_URL"),
+    setting("memory.backend", "APP_MEMORY_BACKEND"),
     setting("llm.url", "APP_LLM_URL"),
     setting("llm.model", "APP_LLM_MODEL"),
     setting("llm.api_key", "APP_LLM_API_KEY"),
@@ -323,6 +327,8 @@ pub struct DbConfig {
     pub password: Option<Secret>,
     /// `APP_DB_NAME`.
     pub name: Option<String>,
+    /// `APP_DB_URL`: the whole `postgres://` URL instead of host, port, user and name.
+    pub url: Option<Secret>,
 }
 
 /// The OpenAI-compatible chat model that proposes fixes.
@@ -448,6 +454,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// `[db]`.
     pub db: DbConfig,
+    /// `memory.backend`: where memory lives (see [`MemoryBackendKind`]).
+    pub memory_backend: MemoryBackendKind,
     /// `[llm]`.
     pub llm: LlmConfig,
     /// `[embed]`.
@@ -548,9 +556,13 @@ impl Config {
     }
 
     /// `postgres://user:password@host:port/name` when a database host is configured; user,
-    /// password and name are left out when not set and percent-encoded when they are.
+    /// password and name are left out when not set and percent-encoded when they are. A
+    /// configured `db.url` is returned as it is.
     pub fn database_url(&self) -> Option<Secret> {
         let db = &self.db;
+        if let Some(url) = &db.url {
+            return Some(url.clone());
+        }
         let host = db.host.as_deref()?;
         let mut url = String::from("postgres://");
         if let Some(user) = &db.user {
@@ -614,6 +626,7 @@ impl Config {
             }
             secrets.push(plain.to_owned());
         }
+        secrets.extend(self.db.url.as_ref().and_then(|u| url_password(u.expose())));
         secrets
     }
 }
@@ -692,6 +705,8 @@ fn build(
             Some("sandbox") => ExecutionContext::Sandbox,
             _ => ExecutionContext::Host,
         };
+    let db = db(layers)?;
+    let has_database = db.host.is_some() || db.url.is_some();
     Ok(Config {
         root_dir,
         state_dir,
@@ -700,7 +715,8 @@ fn build(
         redis: redis(layers)?,
         queue_store: queue_store::read(layers)?,
         smtp: smtp(layers)?,
-        db: db(layers)?,
+        db,
+        memory_backend: postgres::memory_backend(layers, has_database)?,
         llm: llm(layers)?,
         embed: memory::embed(layers)?,
         memory: memory::memory(layers, cwd)?,
@@ -780,6 +796,7 @@ fn db(layers: &Layers) -> Result<DbConfig, ConfigError> {
         user,
         password,
         name: layers.read("db.name", Raw::text)?,
+        url: postgres::db_url(layers)?,
     })
 }
 
@@ -834,3 +851,11 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The password of a `scheme://user:password@host/...` URL, as written (percent-encoded).
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then(|| password.to_owned())
+}

@@ -67,7 +67,7 @@ async fn serve(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
         cfg = example_config(cfg)?;
     }
     cfg.server.required_token()?;
-    let app = Arc::new(App::open(cfg)?);
+    let app = Arc::new(App::connect(cfg).await?);
     let addr = app.cfg.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

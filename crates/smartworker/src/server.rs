@@ -92,6 +92,10 @@ pub enum ApiError {
     /// the log. Usually passing (a restart of Redis), so clients may try again.
     #[error("the queue storage is unavailable; see the server log")]
     StorageUnavailable,
+    /// The memory database cannot be reached right now (PostgreSQL down); writes wait in the
+    /// local buffer, reads cannot be answered.
+    #[error("the memory store is unreachable; try again later")]
+    MemoryUnavailable,
     /// Something else failed; details go to the log, not the response.
     #[error("internal error; see the server log")]
     Internal,
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::StorageUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
+            ApiError::MemoryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "memory_unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -178,6 +183,10 @@ impl From<MemoryError> for ApiError {
                 ApiError::EmbeddingMismatch(err.to_string())
             }
             MemoryError::Unsupported { .. } => ApiError::NotSupported(err.to_string()),
+            MemoryError::Unavailable { .. } | MemoryError::Buffered { .. } => {
+                tracing::warn!(error = %err, "memory store unreachable");
+                ApiError::MemoryUnavailable
+            }
             other => {
                 tracing::error!(error = %other, "memory store failed");
                 ApiError::Internal

@@ -98,7 +98,9 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 user: None,
                 password: None,
                 name: None,
+                url: None,
             },
+            memory_backend: Sqlite,
             llm: LlmConfig {
                 url: "http://localhost:8100/v1",
                 model: "qwen2.5-coder-3b-instruct",
