@@ -90,11 +90,19 @@ fn parse_result(stdout: &str) -> Value {
 /// The line of stderr that says what went wrong: the last one that is not blank, a stack
 /// frame, or a runtime's closing banner.
 fn last_meaningful_line(stderr: &str) -> Option<&str> {
-    stderr
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !is_noise(line))
+    let mut lines = stderr.lines().rev().map(str::trim);
+    while let Some(line) = lines.next() {
+        // Node prints an error's own properties after its last frame, in braces
+        // (`at … {`, `code: 'MODULE_NOT_FOUND',`, `}`); none of that names the error.
+        if line == "}" {
+            lines.by_ref().find(|l| l.ends_with('{'));
+            continue;
+        }
+        if !line.is_empty() && !is_noise(line) {
+            return Some(line);
+        }
+    }
+    None
 }
 
 fn is_noise(line: &str) -> bool {
@@ -117,6 +125,19 @@ mod tests {
             duration: Duration::from_millis(2003),
             truncated: false,
         }
+    }
+
+    /// Reported: a missing Node module failed with the message `}`.
+    #[test]
+    fn node_error_properties_after_the_frames_are_not_the_message() {
+        let stderr = "node:internal/modules/cjs/loader:1228\n  throw err;\n  ^\n\n\
+            Error: Cannot find module '/app/x.js'\n    at Module._resolveFilename \
+            (node:internal/modules/cjs/loader:1225:15)\n    at node:internal/main/run_main_module:28:49 {\n  \
+            code: 'MODULE_NOT_FOUND',\n  requireStack: []\n}\n\nNode.js v20.20.2\n";
+        check(
+            &output(Some(1), "", stderr),
+            expect![[r#"failed "Error: Cannot find module '/app/x.js'" stack=true"#]],
+        );
     }
 
     fn check(out: &CommandOutput, expect: Expect) {
