@@ -174,8 +174,8 @@ fn explanation(prose: &str) -> String {
         "below is",
         "i see the",
     ];
-    let sentences = prose.split_inclusive(['.', '!', ':', '\n']).map(str::trim);
-    let kept: Vec<&str> = sentences
+    let kept: Vec<&str> = sentences(prose)
+        .into_iter()
         .filter(|s| !s.is_empty())
         .filter(|s| !FILLER.iter().any(|f| s.to_ascii_lowercase().starts_with(f)))
         .collect();
@@ -183,6 +183,26 @@ fn explanation(prose: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Splits prose after `.`, `!`, `?` or `:` followed by a space or the end, and at line ends,
+/// so a file name (`users.py`) or a path stays whole.
+fn sentences(prose: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut start = 0;
+    let mut chars = prose.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        let ends = c == '\n'
+            || (matches!(c, '.' | '!' | '?' | ':') && next.is_none_or(char::is_whitespace));
+        if ends {
+            let end = at + c.len_utf8();
+            found.push(prose[start..end].trim());
+            start = end;
+        }
+    }
+    found.push(prose[start..].trim());
+    found
 }
 
 fn one_line(text: &str) -> String {
@@ -218,6 +238,17 @@ mod tests {
     use super::*;
     use expect_test::expect;
     use smartworker_triage::{ParseOptions, parse};
+
+    /// Reported: the recorded root cause read `handlers/lib/users. py`.
+    #[test]
+    fn a_file_name_in_the_prose_is_kept_whole() {
+        let reply =
+            "The bug is in handlers/lib/users.py: it reads a missing key.\n```python\nx\n```";
+        assert_eq!(
+            root_cause(reply),
+            "The bug is in handlers/lib/users.py: it reads a missing key."
+        );
+    }
 
     #[test]
     fn root_cause_is_read_from_a_marked_line_or_the_prose_before_the_code() {
