@@ -5,7 +5,7 @@
 //! [`Subject`] and invokes [`suite!`] with it; the macro expands to one `#[tokio::test]` per
 //! check in [`checks`] and [`worker_checks`], named after the behaviour it proves:
 //!
-//! ```ignore
+//! ```text
 //! async fn subject() -> smartworker_conformance::Subject { /* a fresh backend */ }
 //! smartworker_conformance::suite!(subject);
 //! ```

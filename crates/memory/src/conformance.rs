@@ -3,7 +3,7 @@
 //!
 //! [`crate::conformance_tests!`] turns them into one `#[tokio::test]` each:
 //!
-//! ```ignore
+//! ```text
 //! async fn store() -> MemoryStore { /* a fresh, empty store */ }
 //! smartworker_memory::conformance_tests!(store);
 //! ```
