@@ -22,9 +22,6 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 /// How many groups each ranking of a search contributes before fusion.
 const SEARCH_CANDIDATES: usize = 100;
 
-/// How many words of a search text are looked up; the rest are ignored.
-const MAX_SEARCH_WORDS: usize = 32;
-
 /// The vector of the failure's summary chunk, if it has one.
 pub(crate) fn summary_vector(vectors: &EmbeddedChunks) -> Option<&[f32]> {
     vectors
@@ -326,15 +323,7 @@ async fn text_ranking(tx: &Transaction<'_>, text: &str) -> Result<Vec<i64>, Memo
 /// The words of `text` as a `tsquery` that matches any of them. Words are runs of letters and
 /// digits only, so nothing a user types is read as `tsquery` syntax.
 fn tsquery(text: &str) -> Option<String> {
-    let mut words: Vec<String> = Vec::new();
-    let split = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty());
-    for word in split.map(str::to_lowercase) {
-        if !words.contains(&word) && words.len() < MAX_SEARCH_WORDS {
-            words.push(word);
-        }
-    }
+    let words = smartworker_memory::search_words(text);
     if words.is_empty() {
         return None;
     }

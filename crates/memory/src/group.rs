@@ -137,6 +137,24 @@ pub struct SearchHit {
     pub similarity: Option<f32>,
 }
 
+/// The most words of a search text that reach the full-text half of a search.
+pub const MAX_SEARCH_WORDS: usize = 32;
+
+/// The distinct words of a search text, lowercased, at most [`MAX_SEARCH_WORDS`]: runs of
+/// letters and digits only, so nothing a user types is read as query syntax by either store.
+pub fn search_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let split = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty());
+    for word in split.map(str::to_lowercase) {
+        if !words.contains(&word) && words.len() < MAX_SEARCH_WORDS {
+            words.push(word);
+        }
+    }
+    words
+}
+
 /// The constant of reciprocal rank fusion: large enough that one ranking's top place does not
 /// drown the other ranking (the value of Cormack et al., used by most hybrid search engines).
 pub const RRF_K: f64 = 60.0;

@@ -35,8 +35,8 @@ pub use embed::{
 pub use error::MemoryError;
 pub use group::{
     DEFAULT_GROUP_THRESHOLD, DETAIL_FAILURES, DETAIL_JOB_IDS, FailureSummary, GroupDetail,
-    GroupQuery, GroupSummary, Grouping, QueryVector, RRF_K, SearchHit, SearchQuery, SimilarGroup,
-    fuse,
+    GroupQuery, GroupSummary, Grouping, MAX_SEARCH_WORDS, QueryVector, RRF_K, SearchHit,
+    SearchQuery, SimilarGroup, fuse, search_words,
 };
 pub use record::{
     AttemptTimings, FailureRecord, Fix, FixDetail, FixSource, FixSummary, Group, HealAttempt,

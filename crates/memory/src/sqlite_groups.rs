@@ -25,9 +25,6 @@ use std::collections::{HashMap, HashSet};
 /// How many groups each ranking of a search contributes before fusion.
 const SEARCH_CANDIDATES: usize = 100;
 
-/// How many words of a search text are looked up; the rest are ignored.
-const MAX_SEARCH_WORDS: usize = 32;
-
 /// Adds the failure's error type, message and frame names to the full-text index.
 pub(crate) fn index_text(
     tx: &Transaction<'_>,
@@ -302,15 +299,7 @@ fn text_ranking(conn: &Connection, text: &str) -> Result<Vec<i64>, MemoryError> 
 /// The words of `text` as an FTS5 query that matches any of them. Each word is quoted, so
 /// nothing a user types is read as FTS5 syntax.
 fn match_expression(text: &str) -> Option<String> {
-    let mut words: Vec<String> = Vec::new();
-    let split = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty());
-    for word in split.map(str::to_lowercase) {
-        if !words.contains(&word) && words.len() < MAX_SEARCH_WORDS {
-            words.push(word);
-        }
-    }
+    let words = crate::group::search_words(text);
     if words.is_empty() {
         return None;
     }
