@@ -10,8 +10,8 @@ use smartworker_edits::{Edit, Limits};
 use smartworker_handler::{CommandHandler, CommandMode, CommandOutput, CommandSpec, job_stdin};
 use smartworker_memory::{
     AttemptTimings, ChunkKind, EmbeddedChunks, FailureInput, FailureRecord, FallbackEmbedder,
-    FixSource, FrameInput, HealAttemptRecord, MemoryStore, NewFix, SimilarFailure,
-    chunks_for_failure, chunks_for_fix, mask_payload, mask_secrets,
+    FixSource, FrameInput, HealAttemptRecord, LexicalEmbedder, MemoryError, MemoryStore, NewFix,
+    SimilarFailure, chunks_for_failure, chunks_for_fix, embed_chunks, mask_payload, mask_secrets,
 };
 use smartworker_model::{ChatMessage, ModelClient};
 use smartworker_notify::{Delivery, Notifier};
@@ -347,9 +347,9 @@ impl Healer {
             .embedder
             .embed_chunks(chunks_for_failure(&input))
             .await?;
+        let (record, embedded) = self.remember(input, embedded).await?;
         let query = error_vector(&embedded);
         let model = embedded.model().to_owned();
-        let record = self.parts.memory.record_failure(input, embedded).await?;
         let similar = match query {
             Some(v) => {
                 let k = s.similar;
@@ -378,6 +378,32 @@ impl Healer {
     }
 
     /// Why this job cannot be healed at all, if it cannot.
+    /// Stores the failure. When the store holds the model's vectors at another length (the
+    /// server behind the model's name changed), the failure is stored with the lexical
+    /// embedding instead, so memory and healing go on; vectors are still never mixed.
+    async fn remember(
+        &self,
+        input: FailureInput,
+        embedded: EmbeddedChunks,
+    ) -> Result<(FailureRecord, EmbeddedChunks), HealError> {
+        let memory = &self.parts.memory;
+        match memory.record_failure(input.clone(), embedded.clone()).await {
+            Err(MemoryError::DimensionMismatch { .. }) => {
+                warn!(
+                    model = embedded.model(),
+                    dimensions = embedded.dimensions(),
+                    "the embedding model's vectors changed length; this failure is stored with \
+                     the lexical embedding"
+                );
+                let chunks = chunks_for_failure(&input);
+                let lexical = embed_chunks(&LexicalEmbedder, chunks).await?;
+                let record = memory.record_failure(input, lexical.clone()).await?;
+                Ok((record, lexical))
+            }
+            other => Ok((other?, embedded)),
+        }
+    }
+
     fn blocker(&self, case: &Case) -> Option<String> {
         if case.job.state != JobState::Dead {
             return Some(format!(
