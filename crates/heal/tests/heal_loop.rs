@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use smartworker_core::{HEAL_QUEUE, JobId, JobOptions, JobState, NewJob, QueueBackend};
 use smartworker_handler::{CommandHandler, CommandSpec};
 use smartworker_heal::{HealHandler, HealSettings, Healer, HealerParts, RemoteEmbedder};
-use smartworker_memory::{FallbackEmbedder, MemoryStore};
+use smartworker_memory::{
+    EmbeddedChunks, FailureInput, FallbackEmbedder, MemoryStore, chunks_for_failure,
+};
 use smartworker_memory_pg::PgBackend;
 use smartworker_memory_pg::testing::TestPostgres;
 use smartworker_model::testing::ScriptedModelServer;
@@ -96,6 +98,16 @@ impl Harness {
 
     /// A harness whose memory is `memory` (PostgreSQL) instead of the queue's SQLite file.
     async fn start_with(rounds: u32, memory: Option<MemoryStore>) -> Harness {
+        Harness::start_full(rounds, memory, None).await
+    }
+
+    /// Also with an embeddings server at `embed_url` (else none answers and the lexical
+    /// fallback embeds).
+    async fn start_full(
+        rounds: u32,
+        memory: Option<MemoryStore>,
+        embed_url: Option<String>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("project");
         std::fs::create_dir_all(&root).unwrap();
@@ -124,7 +136,7 @@ impl Harness {
             .unwrap(),
             embedder: FallbackEmbedder::new(Arc::new(RemoteEmbedder::new(
                 EmbedClient::new(EmbedConfig {
-                    base_url: "http://127.0.0.1:9/v1".into(),
+                    base_url: embed_url.unwrap_or_else(|| "http://127.0.0.1:9/v1".into()),
                     ..EmbedConfig::default()
                 })
                 .unwrap(),
@@ -602,4 +614,36 @@ async fn wait_for_heal_job(h: &Harness, id: &JobId) -> smartworker_core::Job {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no finished heal job for {id}");
+}
+
+/// Reported: after the embeddings server's model changed vector length under the same name,
+/// every later failure failed to be stored and its healing was dead-lettered.
+#[tokio::test]
+async fn a_failure_is_remembered_when_the_embedding_models_length_changed() {
+    let embeddings = ScriptedModelServer::start_with_dimensions(16)
+        .await
+        .unwrap();
+    let h = Harness::start_full(1, None, Some(embeddings.base_url())).await;
+    let earlier = FailureInput {
+        job_id: "earlier".into(),
+        queue: "signup".into(),
+        job_name: "signup".into(),
+        fingerprint: "earlier-fingerprint".into(),
+        error_type: "KeyError".into(),
+        message: "'user'".into(),
+        stack: "Traceback ...\nKeyError: 'user'".into(),
+        frames: vec![],
+        payload: json!({}),
+    };
+    let chunks = chunks_for_failure(&earlier);
+    let vectors = vec![vec![0.5f32; 8]; chunks.len()];
+    let stored = EmbeddedChunks::new("bge-large-en-v1.5", 8, chunks, vectors).unwrap();
+    h.memory.record_failure(earlier, stored).await.unwrap();
+    h.model
+        .push_content("The payload has no `user` key; send it from the producer. Hope this helps!");
+
+    let id = h.signup("ada@example.com").await;
+    h.healed(&id).await;
+    assert_eq!(h.memory.failure_count().await.unwrap(), 2);
+    h.stop().await;
 }
