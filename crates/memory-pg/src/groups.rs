@@ -358,11 +358,10 @@ async fn vector_ranking(
         exclude_group: None,
     };
     let best = best_per_group(tx, &q, model_id, expected).await?;
-    let mut scored: Vec<(i64, f32)> = best.into_iter().map(|(g, (_, s))| (g, s)).collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    scored.truncate(SEARCH_CANDIDATES);
-    let ids = scored.iter().map(|(g, _)| *g).collect();
-    Ok((ids, scored.into_iter().collect()))
+    Ok(smartworker_memory::rank_by_best_score(
+        best,
+        SEARCH_CANDIDATES,
+    ))
 }
 
 #[cfg(test)]

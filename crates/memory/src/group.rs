@@ -4,6 +4,8 @@
 //! Like `record.rs`, plain data that serialises to the JSON the HTTP API returns; times are
 //! milliseconds since the Unix epoch.
 
+use std::collections::HashMap;
+
 use crate::record::{FixSummary, Group};
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +155,20 @@ pub fn search_words(text: &str) -> Vec<String> {
         }
     }
     words
+}
+
+/// Each group's best vector score (`group -> (failure, score)`) as a ranking: group ids best
+/// first (ties by id), at most `limit`, with their scores. Both stores rank the vector half
+/// of a search this way.
+pub fn rank_by_best_score(
+    best: HashMap<i64, (i64, f32)>,
+    limit: usize,
+) -> (Vec<i64>, HashMap<i64, f32>) {
+    let mut scored: Vec<(i64, f32)> = best.into_iter().map(|(g, (_, s))| (g, s)).collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(limit);
+    let ids = scored.iter().map(|(g, _)| *g).collect();
+    (ids, scored.into_iter().collect())
 }
 
 /// The constant of reciprocal rank fusion: large enough that one ranking's top place does not

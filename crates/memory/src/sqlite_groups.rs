@@ -329,11 +329,7 @@ fn vector_ranking(
     }
 
     let best = best_per_group(conn, model, vector, None)?;
-    let mut scored: Vec<(i64, f32)> = best.into_iter().map(|(g, (_, s))| (g, s)).collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    scored.truncate(SEARCH_CANDIDATES);
-    let ids = scored.iter().map(|(g, _)| *g).collect();
-    Ok((ids, scored.into_iter().collect()))
+    Ok(crate::group::rank_by_best_score(best, SEARCH_CANDIDATES))
 }
 
 #[cfg(test)]
