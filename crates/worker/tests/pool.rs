@@ -1,4 +1,6 @@
-//! The worker pool against the real embedded backend.
+//! The worker pool against the real embedded backend: what only the pool does (panics,
+//! events). Running, retrying, timeouts, shutdown and stalled recovery are checked against
+//! every backend by `crates/conformance` (`worker_checks`).
 
 #![allow(
     clippy::unwrap_used,
@@ -7,9 +9,7 @@
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use smartworker_core::{
-    Backoff, ClaimRequest, Handler, Job, JobFailure, JobOptions, JobState, NewJob, QueueBackend,
-};
+use smartworker_core::{Handler, Job, JobFailure, JobOptions, NewJob, QueueBackend};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::sync::Arc;
@@ -66,67 +66,6 @@ async fn finished(b: &Arc<dyn QueueBackend>, id: &smartworker_core::JobId) -> Jo
 }
 
 #[tokio::test]
-async fn runs_jobs_with_at_most_the_configured_concurrency() {
-    let (b, h) = setup();
-    let mut ids = Vec::new();
-    for n in 0..12 {
-        ids.push(add(&b, json!({"n": n, "sleep_ms": 30}), JobOptions::default()).await);
-    }
-    let worker = Worker::spawn(Arc::clone(&b), "q", h.clone(), opts(4));
-    for id in &ids {
-        let job = finished(&b, id).await;
-        assert_eq!(job.state, JobState::Completed);
-    }
-    let stats = worker.shutdown().await;
-    assert_eq!(stats.completed, 12);
-    assert_eq!(h.most_at_once.load(Ordering::SeqCst), 4);
-    assert_eq!(
-        b.get(&ids[3]).await.unwrap().unwrap().result,
-        Some(json!({"echo": 3}))
-    );
-}
-
-#[tokio::test]
-async fn failing_job_is_retried_then_dead_lettered_with_its_errors() {
-    let (b, h) = setup();
-    let o = JobOptions {
-        attempts: 3,
-        backoff: Some(Backoff::Exponential { delay: 20 }),
-        ..JobOptions::default()
-    };
-    let id = add(&b, json!({"do": "fail"}), o).await;
-    let worker = Worker::spawn(Arc::clone(&b), "q", h, opts(1));
-    let job = finished(&b, &id).await;
-    worker.shutdown().await;
-    assert_eq!(job.state, JobState::Dead);
-    assert_eq!(job.attempts.len(), 3);
-    assert!(
-        job.attempts
-            .iter()
-            .all(|a| a.error.as_deref() == Some("KeyError: 'email'"))
-    );
-    assert_eq!(job.attempts[2].stack.as_deref(), Some("Traceback ..."));
-}
-
-#[tokio::test]
-async fn job_over_its_timeout_fails_with_a_timeout_error() {
-    let (b, h) = setup();
-    let o = JobOptions {
-        timeout: Some(50),
-        ..JobOptions::default()
-    };
-    let id = add(&b, json!({"sleep_ms": 5_000}), o).await;
-    let worker = Worker::spawn(Arc::clone(&b), "q", h, opts(1));
-    let job = finished(&b, &id).await;
-    worker.shutdown().await;
-    assert_eq!(job.state, JobState::Dead);
-    assert_eq!(
-        job.failed_reason.as_deref(),
-        Some("job timed out after 50 ms")
-    );
-}
-
-#[tokio::test]
 async fn panicking_handler_becomes_a_failed_attempt() {
     let (b, h) = setup();
     let id = add(&b, json!({"do": "panic"}), JobOptions::default()).await;
@@ -136,68 +75,6 @@ async fn panicking_handler_becomes_a_failed_attempt() {
     assert_eq!(
         job.failed_reason.as_deref(),
         Some("handler panicked: index out of bounds")
-    );
-}
-
-#[tokio::test]
-async fn shutdown_lets_running_jobs_finish_within_the_grace_period() {
-    let (b, h) = setup();
-    let id = add(&b, json!({"sleep_ms": 200}), JobOptions::default()).await;
-    let worker = Worker::spawn(Arc::clone(&b), "q", h, opts(1));
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let stats = worker.shutdown().await;
-    assert_eq!(stats.completed, 1);
-    assert_eq!(
-        b.get(&id).await.unwrap().unwrap().state,
-        JobState::Completed
-    );
-}
-
-#[tokio::test]
-async fn shutdown_past_the_grace_period_hands_jobs_back_without_using_an_attempt() {
-    let (b, h) = setup();
-    let id = add(&b, json!({"sleep_ms": 10_000}), JobOptions::default()).await;
-    let o = WorkerOptions {
-        shutdown_grace: Duration::from_millis(50),
-        ..opts(1)
-    };
-    let worker = Worker::spawn(Arc::clone(&b), "q", h, o);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let stats = worker.shutdown().await;
-    assert_eq!(stats.released, 1);
-    let job = b.get(&id).await.unwrap().unwrap();
-    assert_eq!((job.state, job.attempts_made), (JobState::Waiting, 0));
-}
-
-#[tokio::test]
-async fn stalled_job_is_recovered_after_worker_dies() {
-    let (b, h) = setup();
-    let id = add(&b, json!({"n": 7}), JobOptions::default()).await;
-    // A worker that took the job and died: its lock expires and nobody renews it.
-    let req = ClaimRequest {
-        queue: "q",
-        worker: "dead",
-        max: 1,
-        lock: Duration::from_millis(30),
-    };
-    assert_eq!(b.claim(req).await.unwrap().len(), 1);
-    tokio::time::sleep(Duration::from_millis(40)).await;
-
-    let o = WorkerOptions {
-        stalled_interval: Duration::from_millis(20),
-        ..opts(1)
-    };
-    let worker = Worker::spawn(Arc::clone(&b), "q", h, o);
-    let job = finished(&b, &id).await;
-    worker.shutdown().await;
-    assert_eq!(job.state, JobState::Completed);
-    assert_eq!(job.result, Some(json!({"echo": 7})));
-    assert!(
-        job.attempts[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("stalled")
     );
 }
 
