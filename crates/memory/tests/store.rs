@@ -4,8 +4,8 @@ use expect_test::expect;
 use serde_json::{Value, json};
 use smartworker_memory::{
     AttemptTimings, Chunk, ChunkKind, EmbeddedChunks, FailureInput, FixSource, FrameInput,
-    HealAttemptRecord, LEXICAL_MODEL, LexicalEmbedder, MAX_GROUP_JOB_IDS, MemoryError, MemoryStore,
-    NewFix, SCHEMA_VERSION, chunks_for_failure, embed_chunks,
+    HealAttemptRecord, LEXICAL_MODEL, LexicalEmbedder, MemoryError, MemoryStore, NewFix,
+    SCHEMA_VERSION, chunks_for_failure, embed_chunks,
 };
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -97,59 +97,6 @@ fn attempt(heal_job_id: &str, round: u32, verdict: &str) -> HealAttemptRecord {
             total_ms: 1700,
         },
     }
-}
-
-#[tokio::test]
-async fn two_failures_with_one_fingerprint_share_a_group() {
-    let (_dir, path) = store_file();
-    let store = MemoryStore::open(&path).unwrap();
-
-    let first = record(&store, failure("1", "fp-a", "TypeError", "x is undefined")).await;
-    let mut second_input = failure("2", "fp-a", "TypeError", "x is undefined");
-    second_input.queue = "billing".into();
-    let second = record(&store, second_input).await;
-
-    assert!(first.new_group);
-    assert!(!second.new_group);
-    assert_eq!(first.group_id, second.group_id);
-    assert_ne!(first.failure_id, second.failure_id);
-
-    let group = store.get_group(first.group_id).await.unwrap().unwrap();
-    assert_eq!(group.count, 2);
-    assert_eq!(group.queues, ["billing", "signup"]);
-    assert_eq!(group.last_job_ids, ["1", "2"]);
-    assert!(group.first_seen <= group.last_seen);
-    assert_eq!(store.failure_count().await.unwrap(), 2);
-}
-
-#[tokio::test]
-async fn different_fingerprints_make_different_groups() {
-    let store = MemoryStore::open_in_memory().unwrap();
-    let a = record(&store, failure("1", "fp-a", "TypeError", "x is undefined")).await;
-    let b = record(&store, failure("2", "fp-b", "TypeError", "x is undefined")).await;
-
-    assert!(a.new_group && b.new_group);
-    assert_ne!(a.group_id, b.group_id);
-    let groups = store.list_groups(10).await.unwrap();
-    let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
-    assert_eq!(ids, [b.group_id, a.group_id], "newest first");
-    assert_eq!(store.list_groups(1).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn group_keeps_only_the_newest_job_ids() {
-    let store = MemoryStore::open_in_memory().unwrap();
-    let mut group_id = 0;
-    for n in 0..MAX_GROUP_JOB_IDS + 5 {
-        let input = failure(&n.to_string(), "fp", "E", "m");
-        group_id = record(&store, input).await.group_id;
-    }
-
-    let group = store.get_group(group_id).await.unwrap().unwrap();
-    assert_eq!(group.count, (MAX_GROUP_JOB_IDS + 5) as u64);
-    assert_eq!(group.last_job_ids.len(), MAX_GROUP_JOB_IDS);
-    assert_eq!(group.last_job_ids.first().map(String::as_str), Some("5"));
-    assert_eq!(group.last_job_ids.last().map(String::as_str), Some("24"));
 }
 
 #[tokio::test]
