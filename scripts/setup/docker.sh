@@ -7,13 +7,14 @@
 #      no iptables changes: sandboxes use network mode "none"; registry traffic sent to a closed
 #      loopback proxy, so nothing is ever pulled), logging to $DOCKERD_LOG;
 #   3. builds the test image without any registry: `docker import` of a root filesystem made
-#      here from the host's python3, node, a shell and the libraries they load, plus a passwd
-#      file naming the sandbox user. Skipped when the image already exists.
+#      here from the host's python3, node, a shell, cp (each run copies the workspace into a
+#      tmpfs of its own) and the libraries they load, plus a passwd file naming the sandbox
+#      user. Skipped when the image already exists.
 #
 # Prints the image name on its last line. SMARTWORKER_SANDBOX_IMAGE overrides the tag.
 set -euo pipefail
 
-image=${SMARTWORKER_SANDBOX_IMAGE:-smartworker-sandbox-test:2}
+image=${SMARTWORKER_SANDBOX_IMAGE:-smartworker-sandbox-test:3}
 log=${DOCKERD_LOG:-/var/log/smartworker-dockerd.log}
 sandbox_uid=61000
 
@@ -67,7 +68,7 @@ build_image() {
   work=$(mktemp -d -t smartworker-rootfs.XXXXXX)
   trap 'rm -rf "$work"' RETURN
   python=$(readlink -f /usr/bin/python3)
-  programs=(/usr/bin/python3 "$python" /usr/bin/node /bin/sh /usr/bin/dash /usr/bin/cat
+  programs=(/usr/bin/python3 "$python" /usr/bin/node /bin/sh /usr/bin/dash /usr/bin/cat /usr/bin/cp
     /usr/bin/sleep /usr/bin/true /usr/bin/ls /usr/bin/env /usr/bin/id /usr/bin/echo)
   for program in "${programs[@]}"; do
     [ -x "$program" ] || { echo "error: $program is missing on the host" >&2; exit 1; }
@@ -104,7 +105,7 @@ build_image() {
     "$work/rootfs.tar" "$image" >/dev/null
   if ! smoke_test; then
     docker image rm "$image" >/dev/null 2>&1 || true
-    echo "error: the image $image cannot run python3 and node; removed it" >&2
+    echo "error: the image $image cannot run python3, node and cp; removed it" >&2
     exit 1
   fi
 }
@@ -113,7 +114,9 @@ smoke_test() {
   # --pull never: a missing image must fail here, never send the engine to a registry.
   docker run --rm --pull never --network none "$image" /usr/bin/python3 -c \
     'import ctypes, ssl, sqlite3, zlib; print("python ok")' &&
-    docker run --rm --pull never --network none "$image" /usr/bin/node -e 'console.log("node ok")'
+    docker run --rm --pull never --network none "$image" /usr/bin/node -e 'console.log("node ok")' &&
+    docker run --rm --pull never --network none --tmpfs /w:rw,uid=61000,gid=61000 "$image" /bin/sh -c \
+      'cp -RPp /etc/. /w/ && echo "cp ok"'
 }
 
 install_engine

@@ -37,9 +37,12 @@ pub struct HealSettings {
     pub rounds: u32,
     /// Limits of the sandbox re-run.
     pub sandbox: SandboxOptions,
+    /// Where workspace copies are made, and how large a project may be.
+    pub workspaces: WorkspaceOptions,
     /// Which sandbox backend each queue's re-runs use.
     pub backends: SandboxPolicy,
-    /// The project's own checks, run in the same workspace after the job passes.
+    /// The project's own checks, run over the same edited copy after the job passes (in a
+    /// sandbox run of their own: they see the project with the fix, not what the job wrote).
     pub check_command: Option<Vec<String>>,
     /// Who reviews fixes.
     pub reviewers: Vec<String>,
@@ -675,8 +678,9 @@ impl Healer {
         }
         let root = s.project_root.clone();
         let (edits, limits) = (edits.to_vec(), s.limits.clone());
+        let workspaces = s.workspaces.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let ws = Workspace::create(&root, &WorkspaceOptions::default())
+            let ws = Workspace::create(&root, &workspaces)
                 .map_err(|e| format!("cannot create the workspace: {e}"))?;
             let applied =
                 smartworker_edits::apply(ws.path(), &edits, &limits).map_err(|e| e.to_string())?;
@@ -720,7 +724,7 @@ impl Healer {
         }
     }
 
-    /// The project's own checks, in the same workspace, when configured.
+    /// The project's own checks, over the same edited copy, when configured.
     async fn run_checks(
         &self,
         ws: &Workspace,

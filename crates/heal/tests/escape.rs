@@ -24,7 +24,9 @@ use smartworker_model::testing::ScriptedModelServer;
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
-use smartworker_sandbox::{BackendChoice, BackendKind, SandboxOptions, SandboxPolicy};
+use smartworker_sandbox::{
+    BackendChoice, BackendKind, SandboxOptions, SandboxPolicy, WorkspaceOptions,
+};
 use smartworker_worker::{Worker, WorkerOptions};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -46,6 +48,8 @@ const CANARY: &str = "canary-7f3c9e-do-not-leak";
 
 /// Limits every attempt runs under; small, so a breach of one shows quickly.
 const FILE_LIMIT: u64 = 16 << 20;
+/// Room for writes in the workspace, beyond the project's own size.
+const WRITE_LIMIT: u64 = 16 << 20;
 const PROCESS_LIMIT: u64 = 32;
 
 /// Helpers every hostile handler starts with: `attempt()` returns what it achieved, printed as
@@ -72,6 +76,15 @@ def read(path):
 def write(path, text="owned"):
     with open(path, "w") as f:
         f.write(text)
+
+
+def home_listing():
+    # The interpreter's own install prefix may lie under /root (pyenv): it is bound read-only
+    # at its path, so the entry leading to it is expected; anything else was read.
+    prefixes = {sys.prefix, sys.base_prefix}
+    leading = {p.split("/")[2] for p in prefixes if p.startswith("/root/")}
+    seen = sorted(set(os.listdir("/root")) - leading)
+    return "read: " + ",".join(seen) if seen else "only the interpreter's prefix"
 "#;
 
 const EPILOGUE: &str = r#"
@@ -96,7 +109,7 @@ struct Harness {
 
 fn image() -> String {
     std::env::var("SMARTWORKER_SANDBOX_IMAGE")
-        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into())
+        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into())
 }
 
 fn write_file(path: &Path, text: &str) {
@@ -268,9 +281,12 @@ fn parts(
                 memory_bytes: 256 << 20,
                 max_processes: PROCESS_LIMIT,
                 max_file_bytes: FILE_LIMIT,
+                workspace_bytes: WRITE_LIMIT,
                 tmp_bytes: FILE_LIMIT,
+                shm_bytes: FILE_LIMIT,
                 ..SandboxOptions::default()
             },
+            workspaces: WorkspaceOptions::default(),
             backends: SandboxPolicy {
                 default: choice,
                 queues: HashMap::new(),
@@ -461,6 +477,7 @@ async fn files(h: &mut Harness) {
         format!("/etc/{tag}"),
         format!("/{tag}"),
         format!("/var/tmp/{tag}"),
+        format!("/dev/{tag}"),
         h.outside.join(&tag).display().to_string(),
         h.root.parent().unwrap().join(&tag).display().to_string(),
     ];
@@ -479,14 +496,15 @@ async fn files(h: &mut Harness) {
         if !written.is_empty() {
             return Err(format!("files appeared on the host: {written:?}"));
         }
-        Ok(compact(&seen).replace(&h.root.display().to_string(), "<root>"))
+        // Also inside: a writable /dev or root would be room for writes outside every limit.
+        all_refused(&seen).map(|shown| shown.replace(&h.root.display().to_string(), "<root>"))
     });
     h.row("write outside the workspace", verdict);
 
     let record = h
         .run_code(&format!(
             "def attempt():\n    return {{'shadow': outcome(lambda: read('/etc/shadow')),\n\
-             'root_home': outcome(lambda: 'read: ' + ','.join(os.listdir('/root'))),\n\
+             'root_home': outcome(home_listing),\n\
              'outside_file': outcome(lambda: read({:?})),\n\
              'hostname': outcome(lambda: 'read: host' if open('/etc/hostname').read().strip() == {:?} else 'its own')}}\n",
             h.outside.join("secret.txt").display().to_string(),
@@ -580,26 +598,29 @@ async fn resources(h: &mut Harness) {
     });
     h.row("memory bomb (1 GiB under 256 MiB)", verdict);
 
-    // Bounded at four times the limit, so a limit that does not bite cannot fill the disk.
-    let fill = "def fill(path):\n    written, error = 0, None\n    try:\n        \
-                with open(path, 'wb') as f:\n            for _ in range(64):\n                \
-                f.write(b'x' * (1 << 20))\n                f.flush()\n                \
+    // Many files, each under the file-size limit: only a limit on what a run writes in all
+    // stops them. Bounded at four times that limit, so one that does not bite cannot fill
+    // the disk.
+    let fill = "def fill(directory):\n    written, error = 0, None\n    try:\n        \
+                for n in range(64):\n            \
+                with open(os.path.join(directory, f'part-{n}.bin'), 'wb') as f:\n                \
+                f.write(b'x' * (1 << 20))\n            \
                 written += 1 << 20\n    except OSError as e:\n        \
                 error = errno.errorcode.get(e.errno)\n    return {'bytes': written, 'error': error}\n";
     let record = h
         .run_code(&format!(
-            "{fill}\ndef attempt():\n    return {{'workspace': fill('big.bin'), 'tmp': fill('/tmp/big.bin')}}\n"
+            "{fill}\ndef attempt():\n    return {{'workspace': fill('.'), 'tmp': fill('/tmp')}}\n"
         ))
         .await;
     let verdict = ran(&record).and_then(|seen| {
-        for place in ["workspace", "tmp"] {
+        for (place, limit) in [("workspace", WRITE_LIMIT), ("tmp", FILE_LIMIT)] {
             let bytes = seen[place]["bytes"].as_u64().unwrap_or(u64::MAX);
-            if bytes > FILE_LIMIT || seen[place]["error"].is_null() {
+            if bytes > limit || seen[place]["error"].is_null() {
                 return Err(format!("{place} took {bytes} bytes: {seen}"));
             }
         }
         Ok(format!(
-            "workspace stopped at {} MiB ({}), /tmp at {} MiB ({})",
+            "64 files of 1 MiB: workspace stopped at {} MiB ({}), /tmp at {} MiB ({})",
             seen["workspace"]["bytes"].as_u64().unwrap_or_default() >> 20,
             seen["workspace"]["error"].as_str().unwrap_or_default(),
             seen["tmp"]["bytes"].as_u64().unwrap_or_default() >> 20,

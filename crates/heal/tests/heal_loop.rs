@@ -20,7 +20,7 @@ use smartworker_model::testing::ScriptedModelServer;
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
-use smartworker_sandbox::{SandboxOptions, SandboxPolicy};
+use smartworker_sandbox::{SandboxOptions, SandboxPolicy, WorkspaceOptions};
 use smartworker_worker::{Worker, WorkerOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -151,6 +151,7 @@ impl Harness {
                     wall_timeout: Duration::from_secs(20),
                     ..SandboxOptions::default()
                 },
+                workspaces: WorkspaceOptions::default(),
                 backends: SandboxPolicy::default(),
                 check_command: None,
                 reviewers: vec!["reviewer@example.com".into()],

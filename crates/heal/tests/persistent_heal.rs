@@ -17,7 +17,7 @@ use smartworker_model::testing::ScriptedModelServer;
 use smartworker_model::{EmbedClient, EmbedConfig, ModelClient, ModelConfig};
 use smartworker_notify::{Notifier, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
-use smartworker_sandbox::{SandboxOptions, SandboxPolicy};
+use smartworker_sandbox::{SandboxOptions, SandboxPolicy, WorkspaceOptions};
 use smartworker_worker::{Worker, WorkerOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -135,6 +135,7 @@ impl Harness {
                 context: Default::default(),
                 limits: Default::default(),
                 similar: 3,
+                workspaces: WorkspaceOptions::default(),
                 backends: SandboxPolicy::default(),
             },
         })

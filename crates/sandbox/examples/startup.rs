@@ -37,7 +37,7 @@ async fn main() {
         .unwrap_or_else(|| "sandbox.json".into());
     let runs: usize = std::env::var("BENCH_RUNS").map_or(40, |r| r.parse().unwrap());
     let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
-        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
+        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into());
     // Where workspaces are made: the system's temp dir unless BENCH_WORKSPACE_DIR says, e.g.
     // /dev/shm to see what a copy costs in memory rather than on disk.
     let workspaces = WorkspaceOptions {

@@ -1,11 +1,15 @@
 //! The bubblewrap sandbox: the same handler command, wrapped so that it runs in a workspace
 //! copy with no network, no host secrets and hard limits.
 //!
-//! Layout seen inside: the system directories and a few `/etc` files read-only, fresh `/proc`,
-//! `/dev` and `/tmp`, and the workspace read-write at the project root's own absolute path, so
-//! a stack trace from the sandbox names the same files as the original failure.
+//! Layout seen inside: the system directories and a few `/etc` files read-only, a `passwd`
+//! naming only the sandbox user, fresh `/proc`, a read-only `/dev` with a small `/dev/shm`, a
+//! size-limited `/tmp`, and the workspace at the project root's own absolute path, so a stack
+//! trace from the sandbox names the same files as the original failure. The workspace there is
+//! a size-limited tmpfs filled from a read-only view of the copy when the run starts, so what a
+//! run writes in all is bounded and stays in the sandbox.
 
 use crate::error::SandboxError;
+use crate::inside::{ENTER_WORKSPACE, SOURCE_MOUNT, identity_files, sandbox_ids};
 use crate::options::SandboxOptions;
 use crate::resolve::{SYSTEM_DIRS, resolve_program};
 use crate::workspace::{Workspace, WorkspaceOptions};
@@ -13,8 +17,6 @@ use smartworker_handler::{CommandOutput, CommandSpec, run_command};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-// FIXME: without /etc/passwd the sandbox user has no name, so calls such as Node's
-// `os.userInfo()` fail; a generated one-line passwd file would fix that.
 /// Files and directories of `/etc` a handler may need: dynamic linking, alternatives, time
 /// zones, CA certificates and Python's configuration. Never `/etc` wholesale.
 const ETC_PIECES: [&str; 11] = [
@@ -37,6 +39,9 @@ const PRLIMIT: &str = "/usr/bin/prlimit";
 /// The tool that drops root before bubblewrap starts (util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";
 
+/// The tool that gives the binds a private mount namespace of their own (util-linux).
+const UNSHARE: &str = "/usr/bin/unshare";
+
 /// The shell that opens the seccomp filter files as descriptors 8 and 9 for bubblewrap.
 const SH: &str = "/bin/sh";
 
@@ -44,6 +49,11 @@ const SH: &str = "/bin/sh";
 /// `--add-seccomp-fd` flags name, then becomes the rest of the command line. The paths are
 /// arguments, never part of the script.
 const OPEN_FILTERS: &str = r#"deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<"$clone3""#;
+
+/// Run as root in a private mount namespace: mounts each `SOURCE POINT` pair up to `--`
+/// read-only, then becomes the rest of the command line. The sandbox user then binds the
+/// points, which it can reach, instead of sources it may not (a toolchain under `/root`).
+const MOUNT_BINDS: &str = r#"while [ "$1" != -- ]; do mount --bind -o ro "$1" "$2" || exit 125; shift 2; done; shift; exec "$@""#;
 
 /// The search path inside the sandbox.
 const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -79,26 +89,46 @@ pub fn wrap(
 
     let mut visible: Vec<&Path> = vec![&root];
     visible.extend(opts.extra_ro_binds.iter().map(PathBuf::as_path));
-    let resolved = resolve_program(&spec.program, std::env::var_os("PATH").as_deref(), &visible)?;
+    let host_path = std::env::var_os("PATH");
+    let resolved = resolve_program(&spec.program, host_path.as_deref(), &visible, &spec.cwd)?;
     let shell = require_tool("sh", SH)?;
     let (deny, clone3) = ws.seccomp_files()?;
+    let user = drop_root_to(opts.sandbox_user());
+    let binds: Vec<PathBuf> = opts
+        .extra_ro_binds
+        .iter()
+        .chain(&resolved.binds)
+        .cloned()
+        .collect();
 
     let mut args = vec!["-c".to_owned(), OPEN_FILTERS.to_owned(), "sh".to_owned()];
     args.extend([deny, clone3].map(|p| p.to_string_lossy().into_owned()));
-    if let Some(user) = drop_root_to(opts.sandbox_user()) {
+    let sources = match user {
+        Some(_) if !binds.is_empty() => mount_binds_privately(&mut args, ws, &binds, &shell)?,
+        _ => binds.clone(),
+    };
+    if let Some(user) = user {
         args.push(require_tool("setpriv", SETPRIV)?);
         args.extend(setpriv_args(user));
     }
     args.push(bwrap);
     args.extend(isolation_args());
-    args.extend(mount_args(opts, resolved.bind.as_deref()));
-    args.extend(pair("--bind", ws.path(), &root));
-    // Last of the mounts: the sandbox's own root (and `/etc` in it) becomes read-only, as a
-    // container's root is; `/tmp` and the workspace stay writable, being mounts of their own.
-    args.extend(["--remount-ro".to_owned(), "/".to_owned()]);
-    args.extend(["--chdir".to_owned(), sandbox_cwd(&spec.cwd, &root)]);
-    args.extend(env_args(&opts.env));
-    args.extend(["--".to_owned(), prlimit]);
+    args.extend(mount_args(opts, &identity_files(ws, sandbox_ids(user))?));
+    for (source, bind) in sources.iter().zip(&binds) {
+        args.extend(pair("--ro-bind", source, bind));
+    }
+    args.extend(workspace_args(ws, &root, opts)?);
+    // Last of the mounts: the sandbox's own root (and `/etc` in it) and `/dev` become
+    // read-only, as a container's are; `/tmp`, `/dev/shm` and the workspace stay writable,
+    // being size-limited mounts of their own.
+    args.extend(["--remount-ro", "/dev", "--remount-ro", "/"].map(str::to_owned));
+    args.extend(["--chdir".to_owned(), root.to_string_lossy().into_owned()]);
+    args.extend(env_args(&opts.env, &resolved.binds));
+    args.extend(["--".to_owned(), shell.clone(), "-c".to_owned()]);
+    args.push(ENTER_WORKSPACE.to_owned());
+    args.extend(["sh".to_owned(), SOURCE_MOUNT.to_owned()]);
+    args.extend([root.to_string_lossy().into_owned(), sandbox_cwd(&spec.cwd, &root)]);
+    args.push(prlimit);
     args.extend(limit_args(opts));
     args.extend(["--".to_owned(), resolved.program]);
     args.extend(spec.args.iter().cloned());
@@ -115,6 +145,42 @@ pub fn wrap(
         ),
         max_output_bytes: spec.max_output_bytes,
     })
+}
+
+/// Adds the step that, as root, mounts each bind on a point beside the workspace in a private
+/// mount namespace (the host's mounts never change), and returns the points.
+fn mount_binds_privately(
+    args: &mut Vec<String>,
+    ws: &Workspace,
+    binds: &[PathBuf],
+    shell: &str,
+) -> Result<Vec<PathBuf>, SandboxError> {
+    args.push(require_tool("unshare", UNSHARE)?);
+    args.extend(["--mount", "--propagation", "private", "--"].map(str::to_owned));
+    args.extend([shell.to_owned(), "-c".to_owned(), MOUNT_BINDS.to_owned()]);
+    args.push("sh".to_owned());
+    let mut points = Vec::new();
+    for (index, bind) in binds.iter().enumerate() {
+        let point = ws.mount_point(index)?;
+        args.extend([bind, &point].map(|p| p.to_string_lossy().into_owned()));
+        points.push(point);
+    }
+    args.push("--".to_owned());
+    Ok(points)
+}
+
+/// The copy, read-only at [`SOURCE_MOUNT`], and the tmpfs at the project's path it is copied
+/// into when the run starts: the project's size plus the room for writes.
+fn workspace_args(
+    ws: &Workspace,
+    root: &Path,
+    opts: &SandboxOptions,
+) -> Result<Vec<String>, SandboxError> {
+    let mut args = pair("--ro-bind", ws.path(), Path::new(SOURCE_MOUNT));
+    let size = ws.disk_bytes()?.saturating_add(opts.workspace_bytes);
+    args.extend(["--size".to_owned(), size.to_string()]);
+    args.extend(["--tmpfs".to_owned(), root.to_string_lossy().into_owned()]);
+    Ok(args)
 }
 
 /// Runs `spec` in a sandbox over `ws`: [`wrap`], then the handler crate's [`run_command`].
@@ -209,9 +275,9 @@ fn isolation_args() -> Vec<String> {
     flags.map(str::to_owned).to_vec()
 }
 
-/// System dirs, `/etc` pieces, fresh `/proc`, `/dev`, `/tmp`, then the extra binds (after the
-/// `/tmp` tmpfs, so a bind under `/tmp` is not hidden by it).
-fn mount_args(opts: &SandboxOptions, program_prefix: Option<&Path>) -> Vec<String> {
+/// System dirs, `/etc` pieces and the sandbox user's identity, fresh `/proc` and `/dev`, a
+/// size-limited `/dev/shm` and `/tmp`. Binds come after, so one under `/tmp` is not hidden.
+fn mount_args(opts: &SandboxOptions, identity: &[(PathBuf, &'static str)]) -> Vec<String> {
     let mut args = Vec::new();
     for dir in SYSTEM_DIRS {
         args.extend(system_dir_args(Path::new(dir)));
@@ -219,17 +285,14 @@ fn mount_args(opts: &SandboxOptions, program_prefix: Option<&Path>) -> Vec<Strin
     for piece in ETC_PIECES {
         args.extend(pair("--ro-bind-try", Path::new(piece), Path::new(piece)));
     }
+    for (file, place) in identity {
+        args.extend(pair("--ro-bind", file, Path::new(place)));
+    }
     args.extend(["--proc", "/proc", "--dev", "/dev"].map(str::to_owned));
+    args.extend(["--size".to_owned(), opts.shm_bytes.to_string()]);
+    args.extend(["--tmpfs", "/dev/shm"].map(str::to_owned));
     args.extend(["--size".to_owned(), opts.tmp_bytes.to_string()]);
     args.extend(["--tmpfs", "/tmp"].map(str::to_owned));
-    for path in opts
-        .extra_ro_binds
-        .iter()
-        .map(PathBuf::as_path)
-        .chain(program_prefix)
-    {
-        args.extend(pair("--ro-bind", path, path));
-    }
     args
 }
 
@@ -244,11 +307,21 @@ fn system_dir_args(dir: &Path) -> Vec<String> {
     Vec::new()
 }
 
-fn env_args(env: &[(String, String)]) -> Vec<String> {
+/// A cleared environment: `PATH` (led by the `bin` of each bound install prefix, so the
+/// handler's own child processes find the same interpreter), `HOME`, the given variables, and
+/// `EXECUTION_CONTEXT=sandbox` last, so the handler can always tell where it runs.
+fn env_args(env: &[(String, String)], prefixes: &[PathBuf]) -> Vec<String> {
+    let mut path: Vec<String> = prefixes
+        .iter()
+        .map(|p| p.join("bin"))
+        .filter(|bin| bin.is_dir())
+        .map(|bin| bin.to_string_lossy().into_owned())
+        .collect();
+    path.push(SANDBOX_PATH.to_owned());
+    let path = path.join(":");
     let mut args = vec!["--clearenv".to_owned()];
-    let base = [("PATH", SANDBOX_PATH), ("HOME", "/tmp")];
+    let base = [("PATH", path.as_str()), ("HOME", "/tmp")];
     let given = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    // EXECUTION_CONTEXT comes last so the handler can always tell it is in the sandbox.
     let last = [(smartworker_handler::EXECUTION_CONTEXT_VAR, "sandbox")];
     for (key, value) in base.into_iter().chain(given).chain(last) {
         args.extend(["--setenv".to_owned(), key.to_owned(), value.to_owned()]);

@@ -3,13 +3,16 @@
 //!
 //! Every container gets no network (`network_mode: none`), a read-only root, a size-limited
 //! tmpfs on `/tmp`, no capabilities, `no-new-privileges`, the sandbox's seccomp policy,
-//! memory, CPU, process and file limits, a non-root user, and the workspace bound read-write at
-//! the project root's own path, so a stack trace names the same files as the original failure.
-//! Each carries the labels in [`LABEL_SANDBOX`], [`LABEL_JOB`] and [`LABEL_PID`], is removed
-//! after its run (also when the run is dropped), and [`remove_leftovers`] removes those a
-//! crashed SmartWorker left behind.
+//! memory, CPU, process and file limits, a non-root user, and the workspace at the project
+//! root's own path, so a stack trace names the same files as the original failure: a
+//! size-limited tmpfs filled from a read-only bind of the copy when the container starts (the
+//! image needs `/bin/sh` and `cp` for that). Each carries the labels in [`LABEL_SANDBOX`],
+//! [`LABEL_JOB`] and [`LABEL_PID`], is removed after its run (also when the run is dropped),
+//! and kills its handler by itself when SmartWorker dies (see [`ENTER_CONTAINER`]);
+//! [`remove_leftovers`] removes what a crashed SmartWorker left behind.
 
 use crate::error::SandboxError;
+use crate::inside::{ENTER_CONTAINER, SOURCE_MOUNT, STDIN_MOUNT, identity_files};
 use crate::options::SandboxOptions;
 use crate::seccomp;
 use crate::workspace::Workspace;
@@ -26,7 +29,6 @@ use smartworker_handler::{Capture, CommandOutput, CommandSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 /// The label every SmartWorker sandbox container carries, with the value `1`.
@@ -53,7 +55,7 @@ pub struct DockerOptions {
     /// The Docker Engine's Unix socket.
     pub socket: PathBuf,
     /// The image every container of this queue starts from; it must hold the handler's
-    /// interpreter (e.g. `python3`) on `/usr/local/bin:/usr/bin:/bin`.
+    /// interpreter (e.g. `python3`) on `/usr/local/bin:/usr/bin:/bin`, and `/bin/sh` and `cp`.
     pub image: String,
 }
 
@@ -125,16 +127,22 @@ impl DockerSandbox {
                 source,
             })?;
         let user = container_user(opts.sandbox_user());
+        let mounts = Mounts {
+            source: ws.path().to_owned(),
+            stdin: ws.write_beside("stdin", stdin)?,
+            identity: identity_files(ws, user)?,
+            project_bytes: ws.disk_bytes()?,
+        };
         if nix::unistd::geteuid().is_root() {
             ws.hand_over(user.0, user.1)?;
         }
-        let body = container_body(&self.image, spec, ws.path(), &root, opts, user);
+        let body = container_body(&self.image, spec, &mounts, &root, opts, user);
         let mut guard = Removal::create(self.client.clone(), body);
         guard.created().await?;
         let timeout = spec
             .timeout
             .map_or(opts.wall_timeout, |t| t.min(opts.wall_timeout));
-        let run = self.drive(&guard.name, stdin, spec.max_output_bytes, timeout);
+        let run = self.drive(&guard.name, spec.max_output_bytes, timeout);
         let output = run.await;
         let oom = output.is_ok() && self.oom_killed(&guard.name).await;
         guard.remove_now().await;
@@ -149,11 +157,12 @@ impl DockerSandbox {
         Ok(output)
     }
 
-    /// Attaches, starts, feeds stdin, captures output and waits, killing at `timeout`.
+    /// Attaches, starts, captures output and waits, killing at `timeout`. The container's
+    /// stdin is held open meanwhile and closed only when the run is over: it is the container's
+    /// lifeline (the job's own stdin is a file, [`STDIN_MOUNT`]).
     async fn drive(
         &self,
         id: &str,
-        stdin: &[u8],
         cap: usize,
         timeout: Duration,
     ) -> Result<CommandOutput, SandboxError> {
@@ -174,12 +183,7 @@ impl DockerSandbox {
             .await
             .map_err(|e| engine_err("start the container", e))?;
 
-        // A handler that never reads its stdin must not block the run, so a failed write is
-        // not an error: the handler simply did not want it.
-        let _ = attached.input.write_all(stdin).await;
-        let _ = attached.input.shutdown().await;
-        drop(attached.input);
-
+        let lifeline = attached.input;
         let mut stdout = Capture::new(cap);
         let mut stderr = Capture::new(cap);
         let ended = tokio::time::timeout(timeout, async {
@@ -202,6 +206,7 @@ impl DockerSandbox {
                 (None, true)
             }
         };
+        drop(lifeline);
         let (stdout, out_cut) = stdout.finish();
         let (stderr, err_cut) = stderr.finish();
         let (exit_code, signal) = split_exit(code);
@@ -324,23 +329,37 @@ fn engine_err(what: &'static str, err: bollard::errors::Error) -> SandboxError {
     }
 }
 
-/// The container's definition: isolation, limits, labels, the workspace mount and the command.
+/// What a container is given from the host: the copy, the job's stdin, the sandbox user's
+/// `passwd` and `group`, and what the copy takes on a tmpfs.
+struct Mounts {
+    source: PathBuf,
+    stdin: PathBuf,
+    identity: Vec<(PathBuf, &'static str)>,
+    project_bytes: u64,
+}
+
+/// The container's definition: isolation, limits, labels, the workspace mounts and the command.
 fn container_body(
     image: &str,
     spec: &CommandSpec,
-    ws: &Path,
+    mounts: &Mounts,
     root: &Path,
     opts: &SandboxOptions,
     user: (u32, u32),
 ) -> ContainerCreateBody {
-    let mut cmd = vec![spec.program.clone()];
+    let root_text = root.to_string_lossy().into_owned();
+    let entry = ["/bin/sh", "-c", ENTER_CONTAINER, "sh", SOURCE_MOUNT];
+    let mut cmd: Vec<String> = entry.map(str::to_owned).to_vec();
+    cmd.extend([root_text.clone(), container_cwd(&spec.cwd, root)]);
+    cmd.push(STDIN_MOUNT.to_owned());
+    cmd.push(spec.program.clone());
     cmd.extend(spec.args.iter().cloned());
     ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(cmd),
         entrypoint: Some(Vec::new()),
         env: Some(container_env(&opts.env)),
-        working_dir: Some(container_cwd(&spec.cwd, root)),
+        working_dir: Some(root_text),
         // Docker always sets HOSTNAME; a fixed name keeps the container's id out of it.
         hostname: Some("sandbox".to_owned()),
         user: Some(format!("{}:{}", user.0, user.1)),
@@ -350,20 +369,41 @@ fn container_body(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         open_stdin: Some(true),
+        // The engine closes the container's stdin when SmartWorker's attachment ends, also
+        // when SmartWorker dies: that is what stops the handler then.
         stdin_once: Some(true),
         tty: Some(false),
-        host_config: Some(host_config(ws, root, opts)),
+        host_config: Some(host_config(mounts, root, opts, user)),
         ..ContainerCreateBody::default()
     }
 }
 
-fn host_config(ws: &Path, root: &Path, opts: &SandboxOptions) -> HostConfig {
+fn host_config(
+    mounts: &Mounts,
+    root: &Path,
+    opts: &SandboxOptions,
+    user: (u32, u32),
+) -> HostConfig {
     let memory = i64::try_from(opts.memory_bytes).unwrap_or(i64::MAX);
     let tmp = format!("rw,nosuid,nodev,size={}", opts.tmp_bytes);
+    let room = mounts.project_bytes.saturating_add(opts.workspace_bytes);
+    let workspace = format!(
+        "rw,nosuid,nodev,size={room},uid={},gid={},mode=0755",
+        user.0, user.1
+    );
+    let read_only = |from: &Path, to: &str| format!("{}:{to}:ro", from.to_string_lossy());
+    let mut binds = vec![
+        read_only(&mounts.source, SOURCE_MOUNT),
+        read_only(&mounts.stdin, STDIN_MOUNT),
+    ];
+    binds.extend(mounts.identity.iter().map(|(file, to)| read_only(file, to)));
     HostConfig {
         network_mode: Some("none".to_owned()),
         readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([("/tmp".to_owned(), tmp)])),
+        tmpfs: Some(HashMap::from([
+            ("/tmp".to_owned(), tmp),
+            (root.to_string_lossy().into_owned(), workspace),
+        ])),
         cap_drop: Some(vec!["ALL".to_owned()]),
         security_opt: Some(vec![
             "no-new-privileges".to_owned(),
@@ -379,11 +419,7 @@ fn host_config(ws: &Path, root: &Path, opts: &SandboxOptions) -> HostConfig {
             ulimit("fsize", opts.max_file_bytes),
             ulimit("cpu", opts.wall_timeout.as_secs().max(1)),
         ]),
-        binds: Some(vec![format!(
-            "{}:{}:rw",
-            ws.to_string_lossy(),
-            root.to_string_lossy()
-        )]),
+        binds: Some(binds),
         ipc_mode: Some("none".to_owned()),
         init: Some(false),
         ..HostConfig::default()
@@ -469,9 +505,6 @@ fn process_is_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-// FIXME: Docker has no `--die-with-parent`: a SmartWorker killed with SIGKILL leaves its
-// container running until the next start-up removes it (`remove_leftovers`); until then only
-// the run's CPU-time limit bounds a busy loop, and a sleeping handler lingers.
 /// A container from its creation to its removal: removed when the run ends, or in the
 /// background when the run is dropped, even while the engine is still creating it.
 struct Removal {

@@ -17,6 +17,7 @@ pub struct SandboxHandler {
     command: CommandHandler,
     project_root: PathBuf,
     opts: SandboxOptions,
+    workspaces: WorkspaceOptions,
     backend: BackendChoice,
     /// The backend the choice resolved to, found once by the first job.
     resolved: tokio::sync::OnceCell<SandboxBackend>,
@@ -30,6 +31,7 @@ impl SandboxHandler {
             command: CommandHandler::new(spec),
             project_root,
             opts,
+            workspaces: WorkspaceOptions::default(),
             backend: BackendChoice::default(),
             resolved: tokio::sync::OnceCell::new(),
             mode: CommandMode::OneShot,
@@ -40,6 +42,13 @@ impl SandboxHandler {
     #[must_use]
     pub fn with_backend(mut self, backend: BackendChoice) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// The same handler, making its workspaces as `workspaces` says (where, how large).
+    #[must_use]
+    pub fn with_workspaces(mut self, workspaces: WorkspaceOptions) -> Self {
+        self.workspaces = workspaces;
         self
     }
 
@@ -60,12 +69,10 @@ impl Handler for SandboxHandler {
             .get_or_try_init(|| self.backend.resolve())
             .await;
         let backend = backend.map_err(|e| JobFailure::new(format!("not run: {e}")))?;
-        // FIXME: a full copy per job costs time on large projects; a read-only bind of the
-        // project with a tmpfs overlay would avoid it once bubblewrap's --overlay is available.
-        let root = self.project_root.clone();
-        let ws = tokio::task::spawn_blocking(move || {
-            Workspace::create(&root, &WorkspaceOptions::default())
-        })
+        // FIXME: a full copy per job costs time on large projects (each run also copies it
+        // once more, into its own tmpfs); `heal.workspace_dir` on a tmpfs makes the first cheap.
+        let (root, workspaces) = (self.project_root.clone(), self.workspaces.clone());
+        let ws = tokio::task::spawn_blocking(move || Workspace::create(&root, &workspaces))
         .await
         .map_err(|e| JobFailure::new(format!("sandbox workspace task failed: {e}")))?
         .map_err(|e| JobFailure::new(format!("cannot create the sandbox workspace: {e}")))?;

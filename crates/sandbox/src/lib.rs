@@ -13,6 +13,7 @@ mod bwrap;
 mod docker;
 mod error;
 mod handler;
+mod inside;
 mod options;
 mod resolve;
 mod seccomp;

@@ -23,12 +23,17 @@ pub struct SandboxOptions {
     /// Open files per process (`RLIMIT_NOFILE`).
     pub max_open_files: u64,
     /// The largest file a process may write (`RLIMIT_FSIZE`), in bytes.
-    // FIXME: this bounds each file, not what a run writes in all; many files can still fill
-    // the disk under the workspace (both backends) until the workspace gets a size-limited
-    // filesystem of its own.
     pub max_file_bytes: u64,
+    /// Room for writes in the workspace, in bytes, on top of the project's own size.
+    ///
+    /// Each run gets the project in a tmpfs of its own sized to the project plus this, so what
+    /// a run writes in all under the project is bounded, whatever the number of files.
+    pub workspace_bytes: u64,
     /// The size of the fresh `/tmp`, in bytes.
     pub tmp_bytes: u64,
+    /// The size of the fresh `/dev/shm`, in bytes (bubblewrap; Docker gives none, its IPC
+    /// namespace being private). The rest of `/dev` is read-only.
+    pub shm_bytes: u64,
     /// CPUs the run may use at once (Docker only; bubblewrap limits CPU time instead).
     pub cpus: f64,
     /// Host paths bound read-only at the same path, e.g. a toolchain under `/opt`
@@ -45,6 +50,13 @@ pub struct SandboxOptions {
 }
 
 impl SandboxOptions {
+    /// What a run may write in all, in bytes: the workspace's room, `/tmp` and `/dev/shm`.
+    pub fn written_bytes_limit(&self) -> u64 {
+        self.workspace_bytes
+            .saturating_add(self.tmp_bytes)
+            .saturating_add(self.shm_bytes)
+    }
+
     /// The user sandboxed code runs as: [`SandboxOptions::host_user`], unless that is root or
     /// a value the kernel reads as "leave the id unchanged" (`(uid_t)-1`, and 65535, the
     /// 16-bit -1), which would leave the sandbox running as this process's user.
@@ -70,7 +82,9 @@ impl Default for SandboxOptions {
             max_processes: 256,
             max_open_files: 1024,
             max_file_bytes: 256 << 20,
+            workspace_bytes: 256 << 20,
             tmp_bytes: 256 << 20,
+            shm_bytes: 64 << 20,
             cpus: 1.0,
             extra_ro_binds: Vec::new(),
             env: Vec::new(),

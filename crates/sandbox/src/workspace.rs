@@ -3,15 +3,21 @@
 //! The copy never reaches outside the project: symlinks whose target leaves the project root
 //! are left out (with a note), and in-project symlinks are rewritten as relative links so they
 //! resolve inside the copy both on the host and in the sandbox.
+//!
+//! One workspace is one directory, `smartworker-ws-<pid>-<random>`, holding the copy
+//! (`project/`) and the files the sandbox is built from beside it: the compiled seccomp
+//! filters, the sandbox user's `passwd` and `group`, the job's stdin for a container, and the
+//! mount points of read-only binds. Only `project/` is ever visible inside a sandbox, and only
+//! read-only: each run copies it into a size-limited filesystem of its own, so nothing a run
+//! writes reaches the host's disk or outlives the run.
 
 use crate::error::SandboxError;
 use crate::seccomp;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, lchown, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, lchown, symlink};
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::TempDir;
 
 /// Directory names never copied: version control, our own state, build output, caches.
 pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
@@ -20,10 +26,17 @@ pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycach
 /// keys); sandboxed code gets only the variables its queue passes on.
 pub const SKIPPED_FILES: [&str; 1] = [".env"];
 
-/// How workspace directories (and their seccomp filter files) are named, followed by the
-/// process id of the SmartWorker that made them, so leftovers of a dead one can be found.
+/// How workspace directories are named, followed by the process id of the SmartWorker that
+/// made them, so leftovers of a dead one can be found. Filter files of older versions, which
+/// lay beside the workspaces, carry the second prefix.
 const WORKSPACE_PREFIX: &str = "smartworker-ws-";
 const SECCOMP_PREFIX: &str = "smartworker-seccomp-";
+
+/// The name of the copy inside a workspace directory.
+const PROJECT_DIR: &str = "project";
+
+/// The size of a page of a tmpfs: every file takes whole pages of it.
+const PAGE_BYTES: u64 = 4096;
 
 /// Removes the workspaces (and filter files) in `parent` (the system's temp dir when `None`)
 /// that a SmartWorker no longer running left behind, e.g. when it was killed mid-run. Meant for
@@ -87,17 +100,13 @@ impl Default for WorkspaceOptions {
 #[derive(Debug)]
 pub struct Workspace {
     dir: TempDir,
+    /// `dir/project`: the copy itself.
+    copy: PathBuf,
     project_root: PathBuf,
     notes: Vec<String>,
-    /// The compiled seccomp filters, written beside the copy (never inside it) on first use.
-    seccomp: OnceLock<SeccompFiles>,
-}
-
-/// The filter files of one workspace, removed with it.
-#[derive(Debug)]
-struct SeccompFiles {
-    deny: NamedTempFile,
-    clone3: NamedTempFile,
+    /// The compiled seccomp filters (`EPERM` and `clone3`), written beside the copy on first
+    /// use.
+    seccomp: OnceLock<(PathBuf, PathBuf)>,
 }
 
 impl Workspace {
@@ -120,6 +129,10 @@ impl Workspace {
                 path: parent,
                 source,
             })?;
+        let copy_dir = dir.path().join(PROJECT_DIR);
+        let meta = fs::metadata(&root).map_err(|e| copy_err(&root, e))?;
+        fs::create_dir(&copy_dir).map_err(|e| copy_err(&root, e))?;
+        fs::set_permissions(&copy_dir, meta.permissions()).map_err(|e| copy_err(&root, e))?;
 
         let mut copy = TreeCopy {
             root: &root,
@@ -128,10 +141,11 @@ impl Workspace {
             bytes: 0,
             notes: Vec::new(),
         };
-        copy.dir(&root, dir.path())?;
+        copy.dir(&root, &copy_dir)?;
         let notes = copy.notes;
         Ok(Workspace {
             dir,
+            copy: copy_dir,
             project_root: root,
             notes,
             seccomp: OnceLock::new(),
@@ -140,7 +154,36 @@ impl Workspace {
 
     /// The root of the copy.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.copy
+    }
+
+    /// The bytes a filesystem needs to hold the copy as it is now (edits included): every
+    /// file and symlink rounded up to whole pages, as a tmpfs stores them.
+    ///
+    /// # Errors
+    /// [`SandboxError::Copy`] naming an entry that cannot be read.
+    pub fn disk_bytes(&self) -> Result<u64, SandboxError> {
+        tree_bytes(&self.copy)
+    }
+
+    /// Writes a file named `name` beside the copy (never inside it), readable by the sandbox
+    /// user, and returns its path: the sandbox user's `passwd`, a job's stdin.
+    pub(crate) fn write_beside(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, SandboxError> {
+        let path = self.dir.path().join(name);
+        fs::write(&path, bytes).map_err(|e| copy_err(&path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+            .map_err(|e| copy_err(&path, e))?;
+        Ok(path)
+    }
+
+    /// An empty directory beside the copy for a read-only bind to be mounted on.
+    pub(crate) fn mount_point(&self, index: usize) -> Result<PathBuf, SandboxError> {
+        let path = self.dir.path().join(format!("bind-{index}"));
+        match fs::create_dir(&path) {
+            Ok(()) => Ok(path),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(path),
+            Err(err) => Err(copy_err(&path, err)),
+        }
     }
 
     /// The canonical path of the project this is a copy of.
@@ -154,33 +197,38 @@ impl Workspace {
     }
 
     /// The seccomp filter files for a sandbox over this copy: the `EPERM` filter and the
-    /// `clone3` one. Written once, next to the copy's directory, so the sandbox cannot see or
-    /// change them; removed with the workspace.
+    /// `clone3` one. Written once, beside the copy, so the sandbox cannot see or change them;
+    /// removed with the workspace.
     pub(crate) fn seccomp_files(&self) -> Result<(PathBuf, PathBuf), SandboxError> {
         if let Some(files) = self.seccomp.get() {
-            return Ok((files.deny.path().to_owned(), files.clone3.path().to_owned()));
+            return Ok(files.clone());
         }
         let bytes = seccomp::compile()?;
-        let parent = self.path().parent().unwrap_or(self.path());
-        let files = SeccompFiles {
-            deny: filter_file(parent, &bytes.deny)?,
-            clone3: filter_file(parent, &bytes.clone3)?,
-        };
+        let files = (
+            filter_file(self.dir.path(), "seccomp-deny.bpf", &bytes.deny)?,
+            filter_file(self.dir.path(), "seccomp-clone3.bpf", &bytes.clone3)?,
+        );
         // A concurrent first call may have won; either set of files is the same filter.
-        let files = match self.seccomp.set(files) {
-            Ok(()) => self.seccomp.get(),
-            Err(_) => self.seccomp.get(),
-        };
-        let files = files.ok_or_else(|| SandboxError::Seccomp("filter files vanished".into()))?;
-        Ok((files.deny.path().to_owned(), files.clone3.path().to_owned()))
+        let _ = self.seccomp.set(files);
+        self.seccomp
+            .get()
+            .cloned()
+            .ok_or_else(|| SandboxError::Seccomp("filter files vanished".into()))
     }
 
-    /// Gives every entry of the copy to `uid`:`gid`, so a sandbox running as that user can
-    /// write to it. Entries added after an earlier call (proposed edits) are covered too.
+    /// Gives the workspace directory and every entry of the copy to `uid`:`gid`, so a sandbox
+    /// running as that user can read the copy, whatever modes its files have. Entries added
+    /// after an earlier call (proposed edits) are covered too. The filter files stay this
+    /// process's.
     ///
     /// # Errors
     /// [`SandboxError::Ownership`] naming the first entry that could not be changed.
     pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), SandboxError> {
+        let dir = self.dir.path();
+        lchown(dir, Some(uid), Some(gid)).map_err(|source| SandboxError::Ownership {
+            path: dir.to_owned(),
+            source,
+        })?;
         chown_tree(self.path(), uid, gid)
     }
 
@@ -196,16 +244,27 @@ impl Workspace {
     }
 }
 
-fn filter_file(dir: &Path, bytes: &[u8]) -> Result<NamedTempFile, SandboxError> {
-    let err = |e: std::io::Error| SandboxError::Seccomp(format!("{}: {e}", dir.display()));
-    let mut file = tempfile::Builder::new()
-        .prefix(&format!("{SECCOMP_PREFIX}{}-", std::process::id()))
-        .suffix(".bpf")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.flush().map_err(err)?;
-    Ok(file)
+/// Writes a filter file readable by this process only: the shell that hands it to bubblewrap
+/// opens it before the sandbox user is taken on.
+fn filter_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, SandboxError> {
+    let path = dir.join(name);
+    let err = |e: std::io::Error| SandboxError::Seccomp(format!("{}: {e}", path.display()));
+    fs::write(&path, bytes).map_err(err)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(path)
+}
+
+/// What `path`'s files and symlinks take on a tmpfs, in whole pages.
+fn tree_bytes(path: &Path) -> Result<u64, SandboxError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| copy_err(path, e))?;
+    if !meta.is_dir() {
+        return Ok(meta.size().div_ceil(PAGE_BYTES).max(1) * PAGE_BYTES);
+    }
+    let mut total = 0u64;
+    for entry in read_dir(path)? {
+        total = total.saturating_add(tree_bytes(&entry)?);
+    }
+    Ok(total)
 }
 
 fn canonical_dir(path: &Path) -> Result<PathBuf, SandboxError> {

@@ -29,7 +29,7 @@ use std::time::Duration;
 /// The image `scripts/setup/docker.sh` builds (same override variable).
 fn image() -> String {
     std::env::var("SMARTWORKER_SANDBOX_IMAGE")
-        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into())
+        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into())
 }
 
 async fn docker() -> DockerSandbox {
@@ -133,6 +133,7 @@ async fn container_runs_the_job_as_a_non_root_user_with_only_its_environment() {
             "HOME",
             "HOSTNAME",
             "PATH",
+            "PWD",
             "SMARTWORKER_JOB_ID",
             "SMARTWORKER_JOB_NAME",
             "SMARTWORKER_QUEUE"
@@ -363,4 +364,59 @@ async fn auto_prefers_bubblewrap_and_docker_choice_runs_docker() {
     let backend = docker.resolve().await.unwrap();
     assert!(matches!(backend, SandboxBackend::Docker(_)));
     assert_eq!(backend.name(), "docker");
+}
+
+/// Reported: the file-size limit bounded each file, not a run's writes in all, so many files
+/// under the limit could still fill the host's disk through the bind-mounted workspace.
+#[tokio::test]
+async fn what_a_container_writes_in_all_is_bounded_however_many_files() {
+    // Bounded at 64 MiB per place, so a limit that does not bite cannot fill the disk.
+    let code = "import errno, json, os\n\
+                def fill(directory):\n    \
+                    written, error = 0, None\n    \
+                    try:\n        \
+                        for n in range(64):\n            \
+                            with open(os.path.join(directory, f'part-{n}.bin'), 'wb') as f:\n                \
+                                f.write(b'x' * (1 << 20))\n            \
+                            written += 1 << 20\n    \
+                    except OSError as e:\n        error = errno.errorcode.get(e.errno)\n    \
+                    return {'mib': written >> 20, 'error': error}\n\
+                print(json.dumps({place: fill(place) for place in ('.', '/tmp')}))\n";
+    let opts = SandboxOptions {
+        workspace_bytes: 8 << 20,
+        tmp_bytes: 4 << 20,
+        ..SandboxOptions::default()
+    };
+    let (_dir, root) = project(code);
+    let ws = Workspace::create(&root, &WorkspaceOptions::default()).unwrap();
+    let spec = CommandSpec::new("python3", &["handler.py"], &root);
+
+    let out = docker()
+        .await
+        .run(&spec, &ws, &root, &opts, b"")
+        .await
+        .unwrap();
+
+    let seen = job_outcome(&out).unwrap_or_else(|f| panic!("{f:?}"));
+    for (place, limit_mib) in [(".", 8), ("/tmp", 4)] {
+        assert_eq!(seen[place]["error"], "ENOSPC", "{place}: {seen}");
+        let mib = seen[place]["mib"].as_u64().unwrap();
+        assert!(mib <= limit_mib, "{place} took {mib} MiB: {seen}");
+    }
+    // Nothing the container wrote reached the host's copy.
+    assert!(!ws.path().join("part-0.bin").exists());
+}
+
+#[tokio::test]
+async fn container_user_has_a_name_and_no_host_account_is_listed() {
+    let code = "import getpass, json\n\
+                print(json.dumps({'user': getpass.getuser(),\n\
+                                  'passwd': open('/etc/passwd').read().splitlines()}))\n";
+    let out = run(code, &SandboxOptions::default(), b"").await;
+    let seen = job_outcome(&out).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(
+        seen,
+        json!({"user": "sandbox",
+               "passwd": ["sandbox:x:61000:61000:sandbox:/tmp:/usr/sbin/nologin"]})
+    );
 }

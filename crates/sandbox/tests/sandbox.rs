@@ -29,7 +29,7 @@ fn project(code: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn python_handler(root: &Path) -> CommandSpec {
-    // A bare name: on a host where python3 is a pyenv shim, the sandbox uses /usr/bin/python3.
+    // A bare name, resolved as the host resolves it: through pyenv's shim where there is one.
     CommandSpec::new("python3", &["handler.py"], root)
 }
 
@@ -119,7 +119,7 @@ async fn handler_cannot_reach_a_listener_on_host_loopback() {
 }
 
 #[tokio::test]
-async fn writes_land_in_the_workspace_and_the_host_stays_untouched() {
+async fn writes_stay_in_the_sandbox_and_the_host_stays_untouched() {
     let code = "import json, os\n\
                 root = os.getcwd()\n\
                 result = {}\n\
@@ -127,13 +127,19 @@ async fn writes_land_in_the_workspace_and_the_host_stays_untouched() {
                     try:\n        action()\n        result[name] = 'ok'\n    \
                     except OSError as e:\n        result[name] = type(e).__name__\n\
                 attempt('project', lambda: open(root + '/data.txt', 'w').write('changed'))\n\
+                result['read_back'] = open(root + '/data.txt').read()\n\
                 attempt('usr', lambda: open('/usr/smartworker-escape', 'w'))\n\
-                attempt('root', lambda: os.listdir('/root'))\n\
+                attempt('dev', lambda: open('/dev/smartworker-escape', 'w'))\n\
+                attempt('outside', lambda: open(OUTSIDE).read())\n\
                 attempt('home', lambda: os.listdir('/home'))\n\
                 attempt('passwd_link', lambda: open('passwd').read())\n\
                 attempt('shadow', lambda: open('/etc/shadow').read())\n\
                 print(json.dumps(result))\n";
-    let (_dir, root) = project(code);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    fs::write(&secret, "host only").unwrap();
+    let code = code.replace("OUTSIDE", &format!("{:?}", secret.to_string_lossy()));
+    let (_dir, root) = project(&code);
     fs::write(root.join("data.txt"), "original").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
     let ws = Workspace::create(&root, &WorkspaceOptions::default()).unwrap();
@@ -143,19 +149,50 @@ async fn writes_land_in_the_workspace_and_the_host_stays_untouched() {
         .await
         .unwrap();
 
-    let expected = json!({"project": "ok", "usr": "OSError", "root": "FileNotFoundError",
+    let expected = json!({"project": "ok", "read_back": "changed", "usr": "OSError",
+                          "dev": "OSError", "outside": "FileNotFoundError",
                           "home": "FileNotFoundError", "passwd_link": "FileNotFoundError",
                           "shadow": "FileNotFoundError"});
     assert_eq!(stdout_json(&out), expected);
-    assert_eq!(
-        fs::read_to_string(root.join("data.txt")).unwrap(),
-        "original"
-    );
-    assert_eq!(
-        fs::read_to_string(ws.path().join("data.txt")).unwrap(),
-        "changed"
-    );
+    // The run wrote into a filesystem of its own: neither the project nor the copy changed.
+    for place in [&root, ws.path()] {
+        assert_eq!(
+            fs::read_to_string(place.join("data.txt")).unwrap(),
+            "original"
+        );
+    }
     assert!(!Path::new("/usr/smartworker-escape").exists());
+}
+
+/// Reported: the file-size limit bounded each file, not a run's writes in all, so many files
+/// under the limit could still fill the host's disk through the workspace.
+#[tokio::test]
+async fn what_a_run_writes_in_all_is_bounded_however_many_files() {
+    // Bounded at 64 MiB per place, so a limit that does not bite cannot fill the disk.
+    let code = "import errno, json, os\n\
+                def fill(directory):\n    \
+                    written, error = 0, None\n    \
+                    try:\n        \
+                        for n in range(64):\n            \
+                            with open(os.path.join(directory, f'part-{n}.bin'), 'wb') as f:\n                \
+                                f.write(b'x' * (1 << 20))\n            \
+                            written += 1 << 20\n    \
+                    except OSError as e:\n        error = errno.errorcode.get(e.errno)\n    \
+                    return {'mib': written >> 20, 'error': error}\n\
+                print(json.dumps({place: fill(place) for place in ('.', '/tmp', '/dev/shm')}))\n";
+    let opts = SandboxOptions {
+        workspace_bytes: 8 << 20,
+        tmp_bytes: 4 << 20,
+        shm_bytes: 2 << 20,
+        ..SandboxOptions::default()
+    };
+    let out = run_in_sandbox(code, &opts, b"").await;
+    let seen = stdout_json(&out);
+    for (place, limit_mib) in [(".", 8), ("/tmp", 4), ("/dev/shm", 2)] {
+        assert_eq!(seen[place]["error"], "ENOSPC", "{place}: {seen}");
+        let mib = seen[place]["mib"].as_u64().unwrap();
+        assert!(mib <= limit_mib, "{place} took {mib} MiB: {seen}");
+    }
 }
 
 #[tokio::test]
@@ -420,23 +457,28 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
 
     assert_eq!(wrapped.timeout, Some(opts.wall_timeout));
     assert!(wrapped.clear_env && wrapped.env.is_empty());
-    let line = format!("{} {}", wrapped.program, wrapped.args.join(" "));
-    let line = line.replace(&ws.path().to_string_lossy().into_owned(), "$WS");
-    let line = line.replace(&root.to_string_lossy().into_owned(), "$ROOT");
-    let line = line
-        .split(' ')
-        .map(|word| {
-            if word.contains("/smartworker-seccomp-") {
-                "$FILTER"
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    let line = line.replace(" --", "\n--");
+    let (copy, dir) = (ws.path(), ws.path().parent().unwrap());
+    let shown = |arg: &String| {
+        let arg = arg
+            .replace(&copy.to_string_lossy().into_owned(), "$WS")
+            .replace(&dir.to_string_lossy().into_owned(), "$WSDIR")
+            .replace(&root.to_string_lossy().into_owned(), "$ROOT");
+        // Scripts are quoted, and flags start a line of their own.
+        if arg.contains(' ') {
+            format!(" '{arg}'")
+        } else if arg.starts_with("--") {
+            format!("\n{arg}")
+        } else {
+            format!(" {arg}")
+        }
+    };
+    let line: String = std::iter::once(&wrapped.program)
+        .chain(&wrapped.args)
+        .map(shown)
+        .collect();
+    let line = line.trim_start();
     expect![[r#"
-        /bin/sh -c deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<"$clone3" sh $FILTER $FILTER /usr/bin/setpriv
+        /bin/sh -c 'deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<"$clone3"' sh $WSDIR/seccomp-deny.bpf $WSDIR/seccomp-clone3.bpf /usr/bin/setpriv
         --reuid 61000
         --regid 61000
         --clear-groups
@@ -463,11 +505,18 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
         --ro-bind-try /etc/ca-certificates /etc/ca-certificates
         --ro-bind-try /etc/python3 /etc/python3
         --ro-bind-try /etc/mime.types /etc/mime.types
+        --ro-bind $WSDIR/passwd /etc/passwd
+        --ro-bind $WSDIR/group /etc/group
         --proc /proc
         --dev /dev
+        --size 67108864
+        --tmpfs /dev/shm
         --size 268435456
         --tmpfs /tmp
-        --bind $WS $ROOT
+        --ro-bind $WS /.smartworker-source
+        --size 268439552
+        --tmpfs $ROOT
+        --remount-ro /dev
         --remount-ro /
         --chdir $ROOT
         --clearenv
@@ -475,7 +524,7 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
         --setenv HOME /tmp
         --setenv K v
         --setenv EXECUTION_CONTEXT sandbox
-        -- /usr/bin/prlimit
+        -- /bin/sh -c 'src=$1 dst=$2 cwd=$3; shift 3; cp -RPp -- "$src/." "$dst/" && cd -- "$cwd" || { echo "smartworker: cannot set up the workspace inside the sandbox" >&2; exit 125; }; unset OLDPWD; exec "$@"' sh /.smartworker-source $ROOT $ROOT /usr/bin/prlimit
         --as=2147483648
         --cpu=60
         --nproc=256
@@ -483,4 +532,67 @@ fn wrapped_command_line_isolates_and_limits_the_handler() {
         --fsize=268435456
         -- /usr/bin/python3 handler.py"#]]
     .assert_eq(&line);
+}
+
+/// Reported: on a host whose `python3` was pyenv's 3.11.7 the fix was verified under the
+/// system's 3.11.2, without the packages the job had.
+#[tokio::test]
+async fn sandbox_runs_the_interpreter_the_host_runs() {
+    let code = "import json, sys\nprint(json.dumps([sys.version, sys.prefix]))\n";
+    let (_dir, root) = project(code);
+    let host = std::process::Command::new("python3")
+        .arg("handler.py")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let host: Value = serde_json::from_slice(&host.stdout).unwrap();
+    let ws = Workspace::create(&root, &WorkspaceOptions::default()).unwrap();
+
+    let out = run_sandboxed(
+        &python_handler(&root),
+        &ws,
+        &root,
+        &SandboxOptions::default(),
+        b"",
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(stdout_json(&out), host);
+}
+
+#[tokio::test]
+async fn toolchain_the_sandbox_user_cannot_reach_on_the_host_still_runs() {
+    // An install under a directory only its owner may enter, like a toolchain under /root.
+    let home = tempfile::tempdir().unwrap();
+    let private = fs::canonicalize(home.path()).unwrap().join("private");
+    let bin = private.join("toolchain/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("greet"), "#!/bin/sh\necho \"\\\"greeted $(id -u)\\\"\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(bin.join("greet"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let (_dir, root) = project("");
+    let ws = Workspace::create(&root, &WorkspaceOptions::default()).unwrap();
+    let spec = CommandSpec::new(bin.join("greet").to_string_lossy(), &[], &root);
+    let opts = SandboxOptions::default();
+
+    let out = run_sandboxed(&spec, &ws, &root, &opts, b"").await.unwrap();
+
+    let expected = if nix_is_root() {
+        json!(format!("greeted {}", opts.sandbox_user()))
+    } else {
+        json!(format!("greeted {}", own_uid()))
+    };
+    assert_eq!(stdout_json(&out), expected);
+}
+
+fn nix_is_root() -> bool {
+    own_uid() == 0
+}
+
+fn own_uid() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }

@@ -17,7 +17,7 @@ use std::fs;
 /// The backend named `kind`; Docker runs the image `scripts/setup/docker.sh` builds.
 async fn backend(kind: BackendKind) -> SandboxBackend {
     let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
-        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
+        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into());
     let choice = BackendChoice {
         kind,
         image: Some(image),

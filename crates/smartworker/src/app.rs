@@ -23,7 +23,7 @@ use smartworker_notify::{Notifier, TlsMode, Transport};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
 use smartworker_queue_redis::{RedisBackend, RedisOptions, redact};
 use smartworker_sandbox::{
-    BackendChoice, BackendKind, SandboxHandler, SandboxOptions, SandboxPolicy,
+    BackendChoice, BackendKind, SandboxHandler, SandboxOptions, SandboxPolicy, WorkspaceOptions,
 };
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::collections::{BTreeMap, HashMap};
@@ -277,7 +277,10 @@ impl App {
             })
             .collect();
         let spool = Arc::clone(&self.notifier).spawn_retry_loop(SPOOL_RETRY);
-        tokio::spawn(remove_leftover_sandboxes(sandbox_policy(&self.cfg)));
+        tokio::spawn(remove_leftover_sandboxes(
+            sandbox_policy(&self.cfg),
+            self.cfg.heal.workspace_dir.clone(),
+        ));
         Running { workers, spool }
     }
 
@@ -374,6 +377,7 @@ fn command_handler(
         (ExecutionContext::Sandbox, mode) => {
             let policy = sandbox_policy(cfg);
             let handler = SandboxHandler::new(spec, cfg.root_dir.clone(), sandbox_options(cfg))
+                .with_workspaces(workspace_options(cfg))
                 .with_backend(policy.for_queue(name).clone())
                 .with_mode(mode);
             Arc::new(handler)
@@ -381,11 +385,21 @@ fn command_handler(
     }
 }
 
-/// The sandbox limits, with the configured sandbox user.
+/// The sandbox limits, with the configured sandbox user, memory and room for writes.
 fn sandbox_options(cfg: &Config) -> SandboxOptions {
     SandboxOptions {
         host_user: cfg.heal.sandbox_uid,
+        memory_bytes: cfg.heal.sandbox_memory_mb << 20,
+        workspace_bytes: cfg.heal.sandbox_write_mb << 20,
         ..SandboxOptions::default()
+    }
+}
+
+/// Where workspace copies are made (`heal.workspace_dir`).
+fn workspace_options(cfg: &Config) -> WorkspaceOptions {
+    WorkspaceOptions {
+        parent_dir: cfg.heal.workspace_dir.clone(),
+        ..WorkspaceOptions::default()
     }
 }
 
@@ -422,8 +436,10 @@ fn backend_kind(kind: SandboxKind) -> BackendKind {
 /// Removes sandbox workspaces and containers a crashed SmartWorker left behind, the latter on
 /// every Docker engine a queue may use. An engine that does not answer is not an error here: healing reports it
 /// when a queue needs it.
-async fn remove_leftover_sandboxes(policy: SandboxPolicy) {
-    let stale = tokio::task::spawn_blocking(|| smartworker_sandbox::remove_stale_workspaces(None));
+async fn remove_leftover_sandboxes(policy: SandboxPolicy, workspaces: Option<PathBuf>) {
+    let stale = tokio::task::spawn_blocking(move || {
+        smartworker_sandbox::remove_stale_workspaces(workspaces.as_deref())
+    });
     if let Ok(removed) = stale.await
         && !removed.is_empty()
     {
@@ -465,6 +481,7 @@ fn heal_settings(cfg: &Config) -> HealSettings {
         state_dir: cfg.state_dir.clone(),
         rounds: cfg.heal.rounds,
         sandbox: sandbox_options(cfg),
+        workspaces: workspace_options(cfg),
         backends: sandbox_policy(cfg),
         check_command: cfg.heal.check_command.clone(),
         reviewers: vec![

@@ -116,6 +116,9 @@ pub const SETTINGS: &[Setting] = &[
     setting("heal.sandbox", "APP_HEAL_SANDBOX"),
     setting("heal.sandbox_image", "APP_HEAL_SANDBOX_IMAGE"),
     setting("heal.sandbox_uid", "APP_HEAL_SANDBOX_UID"),
+    setting("heal.sandbox_memory_mb", "APP_HEAL_SANDBOX_MEMORY_MB"),
+    setting("heal.sandbox_write_mb", "APP_HEAL_SANDBOX_WRITE_MB"),
+    setting("heal.workspace_dir", "APP_HEAL_WORKSPACE_DIR"),
 ];
 
 /// A value that must not be shown: `Debug` prints `Secret(***)` and there is no `Display`.
@@ -358,6 +361,15 @@ pub struct HealConfig {
     /// `heal.sandbox_uid` / `APP_HEAL_SANDBOX_UID`: the user and group id sandboxed code runs
     /// as (default 61000, an id no account uses; never 0).
     pub sandbox_uid: u32,
+    /// `heal.sandbox_memory_mb` / `APP_HEAL_SANDBOX_MEMORY_MB`: a sandboxed run's memory, in
+    /// MiB (default 2048).
+    pub sandbox_memory_mb: u64,
+    /// `heal.sandbox_write_mb` / `APP_HEAL_SANDBOX_WRITE_MB`: what a sandboxed run may write
+    /// under the project in all, beyond the project's own size, in MiB (default 256).
+    pub sandbox_write_mb: u64,
+    /// `heal.workspace_dir` / `APP_HEAL_WORKSPACE_DIR`: where workspace copies are made
+    /// (default the system's temp dir); a tmpfs such as `/dev/shm` makes copying cheap.
+    pub workspace_dir: Option<PathBuf>,
     /// `heal.check_command`: the project's own checks (argv), which must pass in the sandbox too.
     pub check_command: Option<Vec<String>>,
 }
@@ -707,6 +719,7 @@ fn build(
         };
     let db = db(layers)?;
     let has_database = db.host.is_some() || db.url.is_some();
+    let heal = heal(layers, file_layer.check_command, cwd, &root_dir)?;
     Ok(Config {
         root_dir,
         state_dir,
@@ -720,7 +733,7 @@ fn build(
         llm: llm(layers)?,
         embed: memory::embed(layers)?,
         memory: memory::memory(layers, cwd)?,
-        heal: heal(layers, file_layer.check_command)?,
+        heal,
         queues: file_layer.queues,
         sources,
     })
@@ -815,8 +828,13 @@ fn llm(layers: &Layers) -> Result<LlmConfig, ConfigError> {
     })
 }
 
-fn heal(layers: &Layers, check_command: Option<Vec<String>>) -> Result<HealConfig, ConfigError> {
-    let sandbox = sandbox::heal_sandbox(layers)?;
+fn heal(
+    layers: &Layers,
+    check_command: Option<Vec<String>>,
+    cwd: &Path,
+    root: &Path,
+) -> Result<HealConfig, ConfigError> {
+    let sandbox = sandbox::heal_sandbox(layers, cwd, root)?;
     Ok(HealConfig {
         rounds: layers
             .read("heal.rounds", Raw::positive_u32)?
@@ -824,6 +842,9 @@ fn heal(layers: &Layers, check_command: Option<Vec<String>>) -> Result<HealConfi
         sandbox: sandbox.kind,
         sandbox_image: sandbox.image,
         sandbox_uid: sandbox.uid,
+        sandbox_memory_mb: sandbox.memory_mb,
+        sandbox_write_mb: sandbox.write_mb,
+        workspace_dir: sandbox.workspace_dir,
         check_command,
     })
 }

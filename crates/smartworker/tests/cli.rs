@@ -690,7 +690,7 @@ fn job_of_a_killed_server_runs_again_after_restart() {
 fn docker_sandbox_settings_are_accepted_and_a_bad_one_is_named() {
     let mut project = Project::new();
     project.set("APP_HEAL_SANDBOX", "docker");
-    project.set("APP_HEAL_SANDBOX_IMAGE", "smartworker-sandbox-test:2");
+    project.set("APP_HEAL_SANDBOX_IMAGE", "smartworker-sandbox-test:3");
     project.run(&["jobs"]).success();
     project.set("APP_HEAL_SANDBOX", "firejail");
     project
@@ -763,7 +763,7 @@ fn container_and_workspace_of_a_killed_server_are_removed_when_it_starts_again()
     project.set("EXECUTION_CONTEXT", "sandbox");
     project.set("APP_HEAL_SANDBOX", "docker");
     let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
-        .unwrap_or_else(|_| "smartworker-sandbox-test:2".into());
+        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into());
     project.set("APP_HEAL_SANDBOX_IMAGE", image);
     let mut server = project.serve();
     let pid = server.child.id();
