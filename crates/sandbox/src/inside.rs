@@ -40,7 +40,7 @@ pub(crate) const ENTER_WORKSPACE: &str = concat!(copy_in!(), r#"exec "$@""#);
 pub(crate) const ENTER_CONTAINER: &str = concat!(
     copy_in!(),
     r#"input=$1; shift; exec 3<&0; "$@" <"$input" 3<&- & job=$!; "#,
-    r#"{ while read -r _; do :; done; kill -s KILL -1; } <&3 & "#,
+    r#"{ while read -r _; do :; done; kill -s KILL -- -1 || kill -s KILL 0; } <&3 & "#,
     r#"wait "$job""#,
 );
 

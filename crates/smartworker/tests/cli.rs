@@ -123,10 +123,28 @@ impl Project {
 
     /// Starts `smartworker serve` on a free loopback port and waits until it serves.
     fn serve(&self) -> Server {
+        self.serve_through(self.command(&["serve"]))
+    }
+
+    /// Starts `serve` through `wrapper`, a program that ends by running its own arguments, in
+    /// the project with the project's variables.
+    fn serve_wrapped(&self, wrapper: &[&str]) -> Server {
+        let serve = self.command(&["serve"]);
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(serve.get_program())
+            .args(serve.get_args())
+            .current_dir(self.root())
+            .env_clear()
+            .envs(serve.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        self.serve_through(command)
+    }
+
+    fn serve_through(&self, mut command: Command) -> Server {
         let log = self.root().join("serve.log");
         let port = closed_port().to_string();
-        let child = self
-            .command(&["serve"])
+        let child = command
             .env("APP_PORT", &port)
             .stdin(Stdio::null())
             .stdout(File::create(self.root().join("serve.out")).unwrap())
@@ -755,6 +773,89 @@ fn containers_of(pid: u32) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// Ids of the running containers a SmartWorker with process id `pid` started.
+fn running_containers_of(pid: u32) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", "status=running", "--filter"])
+        .arg(format!("label=smartworker.pid={pid}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn sandbox_image() -> String {
+    std::env::var("SMARTWORKER_SANDBOX_IMAGE")
+        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into())
+}
+
+/// Reported: Docker has no `--die-with-parent`, so a SIGKILLed SmartWorker left its
+/// container running the handler until the next start-up removed it.
+#[test]
+fn container_job_dies_with_a_killed_server() {
+    let mut project = Project::new();
+    project.set("EXECUTION_CONTEXT", "sandbox");
+    project.set("APP_HEAL_SANDBOX", "docker");
+    project.set("APP_HEAL_SANDBOX_IMAGE", sandbox_image());
+    let mut server = project.serve();
+    let pid = server.child.id();
+    project
+        .run(&["enqueue", "slow", "--data", r#"{"sleep": 120}"#])
+        .success();
+    eventually("the job's container to start", || {
+        !running_containers_of(pid).is_empty()
+    });
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // Well before the handler's 120 s sleep ends: only the container's lifeline stops it.
+    eventually("the container to stop with the server", || {
+        running_containers_of(pid).is_empty()
+    });
+    for id in containers_of(pid) {
+        let removed = Command::new("docker").args(["rm", "-f", &id]).output();
+        assert!(removed.unwrap().status.success());
+    }
+}
+
+/// On a machine without bubblewrap, `auto` takes Docker. Bubblewrap is hidden from `serve`
+/// alone: in a mount namespace of its own, `/usr/bin/bwrap` is `/dev/null`.
+#[test]
+fn auto_takes_docker_where_bubblewrap_is_missing() {
+    let mut project = Project::new();
+    project.set("EXECUTION_CONTEXT", "sandbox");
+    project.set("APP_HEAL_SANDBOX", "auto");
+    let hide_bwrap = "mount --bind /dev/null \"$(command -v bwrap)\" && exec \"$@\"";
+    let wrapper = [
+        "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide_bwrap, "sh",
+    ];
+
+    // Without an image Docker is no option either: the job is refused, never run bare.
+    let server = project.serve_wrapped(&wrapper);
+    let refused = project.run(&["enqueue", "where", "--wait", "20"]);
+    let all = refused.all();
+    assert!(all.contains("no sandbox is available"), "{all}");
+    assert!(all.contains("bubblewrap is not installed"), "{all}");
+    let (status, log) = server.stop();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+
+    project.set("APP_HEAL_SANDBOX_IMAGE", sandbox_image());
+    let server = project.serve_wrapped(&wrapper);
+    let ran = project.run(&["enqueue", "where", "--wait", "20"]).success();
+    let (_, job) = ran.stdout.split_once('\n').unwrap();
+    let job: Value = serde_json::from_str(job).unwrap();
+    assert_eq!(job["result"], serde_json::json!({"hostname": "sandbox"}), "{}", ran.all());
+    let (status, log) = server.stop();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
 }
 
 #[test]
