@@ -127,7 +127,10 @@ pub fn wrap(
     args.extend(["--".to_owned(), shell.clone(), "-c".to_owned()]);
     args.push(ENTER_WORKSPACE.to_owned());
     args.extend(["sh".to_owned(), SOURCE_MOUNT.to_owned()]);
-    args.extend([root.to_string_lossy().into_owned(), sandbox_cwd(&spec.cwd, &root)]);
+    args.extend([
+        root.to_string_lossy().into_owned(),
+        sandbox_cwd(&spec.cwd, &root),
+    ]);
     args.push(prlimit);
     args.extend(limit_args(opts));
     args.extend(["--".to_owned(), resolved.program]);

@@ -73,9 +73,9 @@ impl Handler for SandboxHandler {
         // once more, into its own tmpfs); `heal.workspace_dir` on a tmpfs makes the first cheap.
         let (root, workspaces) = (self.project_root.clone(), self.workspaces.clone());
         let ws = tokio::task::spawn_blocking(move || Workspace::create(&root, &workspaces))
-        .await
-        .map_err(|e| JobFailure::new(format!("sandbox workspace task failed: {e}")))?
-        .map_err(|e| JobFailure::new(format!("cannot create the sandbox workspace: {e}")))?;
+            .await
+            .map_err(|e| JobFailure::new(format!("sandbox workspace task failed: {e}")))?
+            .map_err(|e| JobFailure::new(format!("cannot create the sandbox workspace: {e}")))?;
 
         let spec = self.command.spec_for(job);
         let mut opts = self.opts.clone();

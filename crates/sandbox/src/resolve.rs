@@ -204,7 +204,11 @@ mod tests {
     fn shim_no_manager_explains_is_replaced_by_usr_bin() {
         let home = tempfile::tempdir().unwrap();
         let shims = home.path().join("shims");
-        executable(&shims, "python3", "#!/bin/sh\nexec asdf exec python3 \"$@\"\n");
+        executable(
+            &shims,
+            "python3",
+            "#!/bin/sh\nexec asdf exec python3 \"$@\"\n",
+        );
         let resolved = resolve("python3", &shims, home.path());
         assert_eq!(resolved, kept(Path::new("/usr/bin/python3")));
     }
@@ -225,7 +229,11 @@ mod tests {
         );
         executable(&root.join("shims"), "python3", &shim);
         for version in ["3.11.7", "3.12.1"] {
-            executable(&root.join(format!("versions/{version}/bin")), "python3", "#!/bin/sh\n");
+            executable(
+                &root.join(format!("versions/{version}/bin")),
+                "python3",
+                "#!/bin/sh\n",
+            );
         }
         let project = home.path().join("project");
         fs::create_dir(&project).unwrap();
@@ -234,7 +242,10 @@ mod tests {
         let resolved = resolve("python3", &root.join("shims"), &project);
 
         let prefix = root.join("versions/3.12.1");
-        assert_eq!(resolved.program, prefix.join("bin/python3").to_string_lossy());
+        assert_eq!(
+            resolved.program,
+            prefix.join("bin/python3").to_string_lossy()
+        );
         assert_eq!(resolved.binds, vec![prefix]);
     }
 

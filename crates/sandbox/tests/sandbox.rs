@@ -568,7 +568,11 @@ async fn toolchain_the_sandbox_user_cannot_reach_on_the_host_still_runs() {
     let private = fs::canonicalize(home.path()).unwrap().join("private");
     let bin = private.join("toolchain/bin");
     fs::create_dir_all(&bin).unwrap();
-    fs::write(bin.join("greet"), "#!/bin/sh\necho \"\\\"greeted $(id -u)\\\"\"\n").unwrap();
+    fs::write(
+        bin.join("greet"),
+        "#!/bin/sh\necho \"\\\"greeted $(id -u)\\\"\"\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(bin.join("greet"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();

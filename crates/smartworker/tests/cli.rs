@@ -836,7 +836,15 @@ fn auto_takes_docker_where_bubblewrap_is_missing() {
     project.set("APP_HEAL_SANDBOX", "auto");
     let hide_bwrap = "mount --bind /dev/null \"$(command -v bwrap)\" && exec \"$@\"";
     let wrapper = [
-        "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide_bwrap, "sh",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        hide_bwrap,
+        "sh",
     ];
 
     // Without an image Docker is no option either: the job is refused, never run bare.
@@ -853,7 +861,12 @@ fn auto_takes_docker_where_bubblewrap_is_missing() {
     let ran = project.run(&["enqueue", "where", "--wait", "20"]).success();
     let (_, job) = ran.stdout.split_once('\n').unwrap();
     let job: Value = serde_json::from_str(job).unwrap();
-    assert_eq!(job["result"], serde_json::json!({"hostname": "sandbox"}), "{}", ran.all());
+    assert_eq!(
+        job["result"],
+        serde_json::json!({"hostname": "sandbox"}),
+        "{}",
+        ran.all()
+    );
     let (status, log) = server.stop();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
 }

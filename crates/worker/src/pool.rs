@@ -11,7 +11,7 @@ use smartworker_core::{
     ActiveJob, Attempt, ClaimRequest, FinishOutcome, FinishRequest, Handler, JobFailure, JobId,
     QueueBackend,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,6 +120,10 @@ struct Shared {
     opts: WorkerOptions,
     /// Lock tokens of the jobs running now, for renewal.
     held: Mutex<HashMap<JobId, String>>,
+    /// Tokens of runs that have ended and whose result (or hand-back) is being recorded: their
+    /// locks are still renewed, but one the store no longer knows is not a lost lock, since
+    /// the job may just have been finished by that very record.
+    finishing: Mutex<HashSet<String>>,
     counters: Counters,
     /// Ends fetching; running jobs go on.
     stop: CancellationToken,
@@ -144,6 +148,17 @@ impl Shared {
     /// renewal.
     fn release_hold(&self, id: &JobId, token: &str) {
         release_hold(&mut self.held(), id, token);
+        self.finishing().remove(token);
+    }
+
+    fn finishing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.finishing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ids among `lost` whose run is still going under the token that was renewed: the
+    /// rest ended meanwhile, and their record tells whether their lock held.
+    fn lost_while_running(&self, renewed: &[(JobId, String)], lost: Vec<JobId>) -> Vec<JobId> {
+        lost_while_running(&self.held(), &self.finishing(), renewed, lost)
     }
 
     fn stats(&self) -> WorkerStats {
@@ -185,6 +200,7 @@ impl Worker {
             handler,
             opts,
             held: Mutex::default(),
+            finishing: Mutex::default(),
             counters: Counters::default(),
             stop: CancellationToken::new(),
             interrupt: CancellationToken::new(),
@@ -347,6 +363,7 @@ async fn run_job(
         .or(shared.opts.default_timeout);
 
     let Some(outcome) = attempt(&shared, job, timeout).instrument(span).await else {
+        shared.finishing().insert(token.clone());
         let _ = done.send(Report::Release { id, token });
         return;
     };
@@ -358,6 +375,7 @@ async fn run_job(
         error: outcome.as_ref().err().map(|f| f.message.clone()),
         stack: outcome.as_ref().err().and_then(|f| f.stack.clone()),
     };
+    shared.finishing().insert(token.clone());
     let _ = done.send(Report::Finish(FinishRequest {
         id,
         token,
@@ -463,6 +481,10 @@ async fn record_finishes(shared: &Shared, finishes: Vec<FinishRequest>) {
                     error = %err, jobs = finishes.len(),
                     "results not recorded; the jobs will run again once their locks expire"
                 );
+                // Renewing would keep those locks, and so the jobs, in place for ever.
+                for req in &finishes {
+                    shared.release_hold(&req.id, &req.token);
+                }
                 return;
             }
         }
@@ -503,6 +525,23 @@ fn count_outcome(shared: &Shared, req: &FinishRequest, outcome: &FinishOutcome) 
             warn!(job_id = %req.id, "lock lost before the result was recorded; result dropped");
         }
     }
+}
+
+/// The ids among `lost` (of the `renewed` runs) still held under the same token and not
+/// finishing: only those lost their lock while running.
+fn lost_while_running(
+    held: &HashMap<JobId, String>,
+    finishing: &HashSet<String>,
+    renewed: &[(JobId, String)],
+    lost: Vec<JobId>,
+) -> Vec<JobId> {
+    lost.into_iter()
+        .filter(|id| {
+            renewed.iter().any(|(renewed_id, token)| {
+                renewed_id == id && held.get(id) == Some(token) && !finishing.contains(token)
+            })
+        })
+        .collect()
 }
 
 /// Forgets the lock of the run that holds `token`, and only that run's.
@@ -569,6 +608,7 @@ async fn renew_locks(shared: &Shared, outage: &mut Outage) {
     {
         Ok(lost) => {
             outage.ended("renewing locks again");
+            let lost = shared.lost_while_running(&held, lost);
             if !lost.is_empty() {
                 warn!(jobs = ?lost, "locks lost while the jobs ran");
             }
@@ -605,5 +645,25 @@ mod tests {
 
         release_hold(&mut held, &id, "second-run");
         assert!(held.is_empty());
+    }
+
+    /// Reported: under load, "locks lost while the jobs ran" was logged with nothing lost: a
+    /// renewal sent while those jobs' results were being recorded found them finished.
+    #[test]
+    fn a_job_finished_during_its_renewal_is_not_reported_lost() {
+        let (running, finishing, finished) =
+            (JobId::from("q:1"), JobId::from("q:2"), JobId::from("q:3"));
+        let renewed: Vec<(JobId, String)> = [&running, &finishing, &finished]
+            .iter()
+            .map(|id| ((*id).clone(), format!("token-{}", id.0)))
+            .collect();
+        // The third's result was recorded and its hold released before the renewal answered.
+        let held: HashMap<JobId, String> = renewed[..2].iter().cloned().collect();
+        let in_flight = HashSet::from(["token-q:2".to_owned()]);
+        let every_one = vec![running.clone(), finishing, finished];
+
+        let lost = lost_while_running(&held, &in_flight, &renewed, every_one);
+
+        assert_eq!(lost, vec![running]);
     }
 }
