@@ -124,6 +124,9 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
                 sandbox: Auto,
                 sandbox_image: None,
                 sandbox_uid: 61000,
+                sandbox_memory_mb: 2048,
+                sandbox_write_mb: 256,
+                workspace_dir: None,
                 check_command: None,
             },
             queues: {},
@@ -677,6 +680,38 @@ fn sandbox_backend_image_and_uid_are_read_globally_and_per_queue() {
     let signup = &config.queues["signup"];
     assert_eq!(signup.sandbox, Some(SandboxKind::Docker));
     assert_eq!(signup.sandbox_image.as_deref(), Some("py:1"));
+}
+
+#[test]
+fn sandbox_limits_and_workspace_dir_are_read_and_checked() {
+    let project = Project::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().to_string_lossy().into_owned();
+    let config = project.load(&[
+        ("APP_HEAL_SANDBOX_MEMORY_MB", "512"),
+        ("APP_HEAL_SANDBOX_WRITE_MB", "32"),
+        ("APP_HEAL_WORKSPACE_DIR", &outside),
+    ]);
+    assert_eq!(config.heal.sandbox_memory_mb, 512);
+    assert_eq!(config.heal.sandbox_write_mb, 32);
+    let real = std::fs::canonicalize(elsewhere.path()).unwrap();
+    assert_eq!(config.heal.workspace_dir, Some(real));
+
+    let refused = |name: &str, value: &str| {
+        let err = project.load_with(None, &[(name, value)]).unwrap_err();
+        err.to_string()
+            .replace(&project.root().display().to_string(), "<root>")
+    };
+    expect!["environment: APP_HEAL_SANDBOX_MEMORY_MB: 16 MiB is out of range: expected 64 to 1048576 MiB"]
+        .assert_eq(&refused("APP_HEAL_SANDBOX_MEMORY_MB", "16"));
+    expect![[r#"environment: APP_HEAL_SANDBOX_WRITE_MB: "0" is not a positive integer"#]]
+        .assert_eq(&refused("APP_HEAL_SANDBOX_WRITE_MB", "0"));
+    expect!["environment: APP_HEAL_WORKSPACE_DIR: /nonexistent/ws does not exist"]
+        .assert_eq(&refused("APP_HEAL_WORKSPACE_DIR", "/nonexistent/ws"));
+    // A workspace made inside the project would be copied into the next one.
+    std::fs::create_dir(project.root().join("scratch")).unwrap();
+    let inside = refused("APP_HEAL_WORKSPACE_DIR", "scratch");
+    assert!(inside.contains("is inside the project root"), "{inside}");
 }
 
 #[test]
