@@ -10,6 +10,11 @@ pub const HEAL_QUEUE: &str = "smartworker-heal";
 /// The longest queue name accepted, in bytes.
 const MAX_QUEUE_NAME: usize = 128;
 
+/// The largest payload accepted, in bytes of its JSON. A job's payload is stored with it, kept
+/// with every failure in memory and handed to its handler (and a sandbox) whole; larger data
+/// belongs in a file or a database, with the job carrying its name.
+pub const MAX_PAYLOAD_BYTES: usize = 16 << 20;
+
 /// A job's id, unique within a backend. Kept as a string because BullMQ allows custom ids.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -252,6 +257,9 @@ impl NewJob {
         if self.opts.job_id.as_deref().is_some_and(str::is_empty) {
             return Err(InvalidJob::EmptyCustomId);
         }
+        if payload_exceeds(&self.data, MAX_PAYLOAD_BYTES) {
+            return Err(InvalidJob::PayloadTooLarge);
+        }
         if self.name.len() > MAX_QUEUE_NAME {
             return Err(InvalidJob::NameTooLong(self.name.len()));
         }
@@ -285,9 +293,31 @@ pub enum InvalidJob {
     /// The job name is too long.
     #[error("job name is {0} bytes long; the limit is 128")]
     NameTooLong(usize),
+    /// The payload's JSON is larger than [`MAX_PAYLOAD_BYTES`].
+    #[error("payload is larger than the limit of {MAX_PAYLOAD_BYTES} bytes of JSON")]
+    PayloadTooLarge,
     /// A producer-chosen id that is an integer would collide with generated ids (as in BullMQ).
     #[error("custom job id {0:?} is an integer; custom ids must not be integers")]
     IntegerCustomId(String),
+}
+
+/// Whether `data` takes more than `limit` bytes as JSON; stops writing once it does.
+fn payload_exceeds(data: &Value, limit: usize) -> bool {
+    /// Counts bytes and fails once past the limit, so a huge payload is not serialised whole.
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or(std::io::ErrorKind::FileTooLarge)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(limit), data).is_err()
 }
 
 /// Checks a queue name: 1 to 128 ASCII letters, digits, `-`, `_` or `.`.
@@ -558,6 +588,20 @@ mod tests {
         assert_eq!(job.validate(), Err(InvalidJob::ZeroTimeout));
         job.opts.timeout = Some(1);
         assert_eq!(job.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_refused() {
+        let text = "x".repeat(MAX_PAYLOAD_BYTES - 4);
+        // The JSON of a string is its text in quotes: one byte under the limit, then three over.
+        let fits = NewJob::new("q", "t", json!(text.clone() + "x"));
+        assert_eq!(fits.validate(), Ok(()));
+        let over = NewJob::new("q", "t", json!(text + "xxxxx"));
+        assert_eq!(over.validate(), Err(InvalidJob::PayloadTooLarge));
+        assert_eq!(
+            over.validate().unwrap_err().to_string(),
+            "payload is larger than the limit of 16777216 bytes of JSON"
+        );
     }
 
     #[test]
