@@ -43,6 +43,9 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// The timeout of a job that sets none.
     pub default_timeout: Option<Duration>,
+    /// The pause between tries of recording results the store refused; after 30 tries the
+    /// jobs are left to stalled recovery.
+    pub finish_retry_delay: Duration,
     /// Where to send progress events, for displays and streams.
     pub events: Option<broadcast::Sender<WorkerEvent>>,
 }
@@ -57,6 +60,7 @@ impl Default for WorkerOptions {
             idle_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             default_timeout: None,
+            finish_retry_delay: Duration::from_secs(1),
             events: None,
         }
     }
@@ -474,7 +478,7 @@ async fn record_finishes(shared: &Shared, finishes: Vec<FinishRequest>) {
             Err(err) if tries < FINISH_TRIES => {
                 tries += 1;
                 warn!(error = %err, jobs = finishes.len(), "cannot record results; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(shared.opts.finish_retry_delay).await;
             }
             Err(err) => {
                 error!(

@@ -9,10 +9,14 @@
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use smartworker_core::{Handler, Job, JobFailure, JobOptions, NewJob, QueueBackend};
+use smartworker_core::{
+    ActiveJob, BackendError, ClaimRequest, Counts, FinishOutcome, FinishRequest, Handler, Job,
+    JobFailure, JobId, JobOptions, JobState, NewJob, QueueBackend,
+};
 use smartworker_queue::{SqliteBackend, SqliteOptions};
 use smartworker_worker::{Worker, WorkerEvent, WorkerOptions};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -100,4 +104,113 @@ async fn events_report_each_attempt_and_where_the_job_went() {
     assert_eq!(text["outcome"]["outcome"], "dead_lettered");
     assert_eq!(text["error"], "KeyError: 'email'");
     worker.shutdown().await;
+}
+
+/// The embedded backend, except that the first run's result can never be recorded, as when
+/// the store went away between that run's start and its end and the worker gave up.
+struct FirstResultRefused {
+    inner: Arc<dyn QueueBackend>,
+    /// The lock token of the first run claimed.
+    first: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl QueueBackend for FirstResultRefused {
+    async fn add(&self, job: NewJob) -> Result<JobId, BackendError> {
+        self.inner.add(job).await
+    }
+    async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, BackendError> {
+        self.inner.add_bulk(jobs).await
+    }
+    async fn claim(&self, req: ClaimRequest<'_>) -> Result<Vec<ActiveJob>, BackendError> {
+        let claimed = self.inner.claim(req).await?;
+        let mut first = self.first.lock().unwrap();
+        if first.is_none() {
+            *first = claimed.first().map(|a| a.token.clone());
+        }
+        Ok(claimed)
+    }
+    async fn finish(&self, done: Vec<FinishRequest>) -> Result<Vec<FinishOutcome>, BackendError> {
+        let first = self.first.lock().unwrap().clone();
+        if done.iter().any(|d| Some(&d.token) == first.as_ref()) {
+            return Err(BackendError::Storage("connection refused".into()));
+        }
+        self.inner.finish(done).await
+    }
+    async fn extend_locks(
+        &self,
+        worker: &str,
+        ids: &[(JobId, String)],
+        lock: Duration,
+    ) -> Result<Vec<JobId>, BackendError> {
+        self.inner.extend_locks(worker, ids, lock).await
+    }
+    async fn release(&self, id: &JobId, token: &str, reason: &str) -> Result<(), BackendError> {
+        self.inner.release(id, token, reason).await
+    }
+    async fn recover_stalled(&self, queue: &str) -> Result<Vec<JobId>, BackendError> {
+        self.inner.recover_stalled(queue).await
+    }
+    async fn wait_for_work(&self, queue: &str, max_wait: Duration) {
+        self.inner.wait_for_work(queue, max_wait).await;
+    }
+    async fn wait_finished(&self, id: &JobId, timeout: Duration) -> Result<Job, BackendError> {
+        self.inner.wait_finished(id, timeout).await
+    }
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, BackendError> {
+        self.inner.get(id).await
+    }
+    async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<Job>, BackendError> {
+        self.inner.list(queue, state, limit).await
+    }
+    async fn counts(&self, queue: &str) -> Result<Counts, BackendError> {
+        self.inner.counts(queue).await
+    }
+    async fn queues(&self) -> Result<Vec<String>, BackendError> {
+        self.inner.queues().await
+    }
+    async fn retry_dead(&self, id: &JobId) -> Result<(), BackendError> {
+        self.inner.retry_dead(id).await
+    }
+    async fn remove(&self, id: &JobId) -> Result<(), BackendError> {
+        self.inner.remove(id).await
+    }
+}
+
+/// Reported: a result the store refused for good left its job's lock renewed by the worker,
+/// so the job stayed active for ever instead of running again once its lock expired.
+#[tokio::test]
+async fn a_result_that_cannot_be_recorded_leaves_its_job_to_run_again() {
+    let (inner, h) = setup();
+    let b: Arc<dyn QueueBackend> = Arc::new(FirstResultRefused {
+        inner,
+        first: Mutex::new(None),
+    });
+    let id = add(&b, json!({"n": 1}), JobOptions::default()).await;
+    let worker = Worker::spawn(
+        Arc::clone(&b),
+        "q",
+        h,
+        WorkerOptions {
+            lock: Duration::from_millis(400),
+            stalled_interval: Duration::from_millis(100),
+            finish_retry_delay: Duration::from_millis(10),
+            ..opts(1)
+        },
+    );
+
+    let job = finished(&b, &id).await;
+    worker.shutdown().await;
+
+    assert_eq!(job.state, JobState::Completed, "{job:?}");
+    let stalled = job
+        .attempts
+        .iter()
+        .filter(|a| a.error.as_deref().is_some_and(|e| e.contains("stalled")));
+    assert_eq!(stalled.count(), 1, "{job:?}");
 }
