@@ -18,7 +18,7 @@ use crate::seccomp;
 use crate::workspace::Workspace;
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
@@ -391,7 +391,14 @@ fn host_config(
         "rw,nosuid,nodev,size={room},uid={},gid={},mode=0755",
         user.0, user.1
     );
-    let read_only = |from: &Path, to: &str| format!("{}:{to}:ro", from.to_string_lossy());
+    // Typed mounts rather than `src:dst:ro` strings, so a path holding a colon stays whole.
+    let read_only = |from: &Path, to: &str| Mount {
+        source: Some(from.to_string_lossy().into_owned()),
+        target: Some(to.to_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Mount::default()
+    };
     let mut binds = vec![
         read_only(&mounts.source, SOURCE_MOUNT),
         read_only(&mounts.stdin, STDIN_MOUNT),
@@ -419,7 +426,7 @@ fn host_config(
             ulimit("fsize", opts.max_file_bytes),
             ulimit("cpu", opts.wall_timeout.as_secs().max(1)),
         ]),
-        binds: Some(binds),
+        mounts: Some(binds),
         ipc_mode: Some("none".to_owned()),
         init: Some(false),
         ..HostConfig::default()

@@ -420,3 +420,32 @@ async fn container_user_has_a_name_and_no_host_account_is_listed() {
                "passwd": ["sandbox:x:61000:61000:sandbox:/tmp:/usr/sbin/nologin"]})
     );
 }
+
+#[tokio::test]
+async fn paths_with_a_colon_are_mounted_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fs::canonicalize(dir.path()).unwrap();
+    let (root, workspaces) = (base.join("app:v2"), base.join("scratch:1"));
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&workspaces).unwrap();
+    fs::write(
+        root.join("handler.py"),
+        "import json, os\nprint(json.dumps(os.getcwd()))\n",
+    )
+    .unwrap();
+    let opts = WorkspaceOptions {
+        parent_dir: Some(workspaces),
+        ..WorkspaceOptions::default()
+    };
+    let ws = Workspace::create(&root, &opts).unwrap();
+    let spec = CommandSpec::new("python3", &["handler.py"], &root);
+
+    let out = docker()
+        .await
+        .run(&spec, &ws, &root, &SandboxOptions::default(), b"")
+        .await
+        .unwrap();
+
+    let seen = job_outcome(&out).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(seen, json!(root.to_string_lossy()));
+}
