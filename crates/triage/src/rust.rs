@@ -109,9 +109,10 @@ fn old_format(thread: String, tail: &str, rest: &[String]) -> Option<Panic> {
     let mut following = rest.iter().take(MAX_MESSAGE_LINES);
     loop {
         if let Some(caps) = OLD_TAIL.captures(&text) {
+            let message = caps.get(1)?.as_str().lines().next().unwrap_or("");
             return Some(Panic {
                 thread,
-                error: panic_error(caps.get(1)?.as_str().to_owned()),
+                error: panic_error(message.trim().to_owned()),
                 file: caps.get(2)?.as_str().to_owned(),
                 line: caps.get(3).and_then(|m| number(m.as_str())),
                 column: caps.get(4).and_then(|m| number(m.as_str())),
@@ -122,28 +123,20 @@ fn old_format(thread: String, tail: &str, rest: &[String]) -> Option<Panic> {
     }
 }
 
-/// The message lines after a new-format header, up to the backtrace or note.
+/// The message after a new-format header: the line below it. A message of
+/// several lines (`assert_eq!` adds `left:` and `right:`) keeps its first,
+/// as every runtime's does here: the rest varies from run to run.
 fn new_format_message(rest: &[String]) -> String {
-    let mut message = Vec::new();
-    for line in rest.iter().take(MAX_MESSAGE_LINES) {
-        let trimmed = line.trim();
-        let ends = trimmed.is_empty()
-            || BACKTRACE.is_match(line)
-            || trimmed.starts_with("note: ")
-            || PANIC_START.is_match(line);
-        if ends {
-            break;
-        }
-        message.push(line.trim_end());
+    let Some(line) = rest.first() else {
+        return String::new();
+    };
+    let trimmed = line.trim();
+    let ends =
+        BACKTRACE.is_match(line) || trimmed.starts_with("note: ") || PANIC_START.is_match(line);
+    if ends {
+        return String::new();
     }
-    // A stripped log prefix may leave its separator space on every line.
-    let common = message
-        .iter()
-        .map(|line| crate::block::indent(line))
-        .min()
-        .unwrap_or(0);
-    let dedented: Vec<&str> = message.iter().map(|line| &line[common..]).collect();
-    dedented.join("\n")
+    trimmed.to_owned()
 }
 
 fn panic_error(message: String) -> ErrorLine {
@@ -183,17 +176,18 @@ fn parse_backtrace(lines: &[String]) -> Vec<Frame> {
 }
 
 /// Puts the panic location first and drops the panic machinery (the leading
-/// `std`/`core` frames) the backtrace starts with; a backtrace frame at the
-/// location absorbs it.
+/// `std`/`core` frames) the backtrace starts with. A backtrace frame at the
+/// location absorbs it, wherever it sits: indexing and `unwrap` leave frames
+/// of `core` between the machinery and the caller.
 fn push_frames(block: &mut Block, location: Frame, backtrace: Vec<Frame>) {
-    let mut rest = backtrace
+    let rest: Vec<Frame> = backtrace
         .into_iter()
         .skip_while(|f| f.function.as_deref().is_some_and(is_panic_machinery))
-        .peekable();
+        .collect();
 
     let same_place = rest
-        .peek()
-        .is_some_and(|f| f.line == location.line && same_file(&f.file, &location.file));
+        .iter()
+        .any(|f| f.line == location.line && same_file(&f.file, &location.file));
     if !same_place {
         block.push_frame(location);
     }
@@ -221,12 +215,40 @@ fn is_panic_machinery(symbol: &str) -> bool {
     )
 }
 
-/// The crate a symbol belongs to: `a::b::c` is `a`, `<a::T as b::Tr>::f` is `a`.
+/// The crate a symbol belongs to: `a::b::c` is `a`, `<a::T as b::Tr>::f` is
+/// `a`, and `<usize as b::Tr>::f` is `b` (a primitive type's impl lives in the
+/// trait's crate). MSVC spells some types `enum$<...>` and `tuple$<...>`.
 pub(crate) fn symbol_crate(symbol: &str) -> &str {
     let symbol = symbol.trim_start_matches(['<', '&', '*', ' ', '_']);
     let symbol = symbol.strip_prefix("mut ").unwrap_or(symbol);
+    let symbol = ["enum$<", "tuple$<"]
+        .iter()
+        .find_map(|msvc| symbol.strip_prefix(msvc))
+        .unwrap_or(symbol);
+    let symbol = match symbol.split_once(" as ") {
+        Some((self_type, trait_path)) if !self_type.contains("::") => trait_path,
+        _ => symbol,
+    };
     let end = symbol
         .find(|c: char| !(c.is_alphanumeric() || c == '_'))
         .unwrap_or(symbol.len());
     &symbol[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbol_crates_of_impls_and_msvc_names() {
+        assert_eq!(
+            symbol_crate("<usize as core::slice::index::SliceIndex<[T]>>::index"),
+            "core"
+        );
+        assert_eq!(symbol_crate("<app::Job as core::fmt::Display>::fmt"), "app");
+        assert_eq!(
+            symbol_crate("enum$<core::result::Result<u8,app::E>, 1, 0, Err>::unwrap<u8,app::E>"),
+            "core"
+        );
+    }
 }
