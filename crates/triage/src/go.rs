@@ -10,9 +10,18 @@ use crate::normalize::re;
 
 static PANIC: LazyLock<Regex> = LazyLock::new(|| re(r"(?:^|\s)(panic|fatal error): (.*)$"));
 static SIGNAL: LazyLock<Regex> = LazyLock::new(|| re(r"\[signal (\w+)"));
-static GOROUTINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*goroutine \d+ \[[^\]]*\]:"));
-static LOCATION: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^\s*(\S.*?\.(?:go|s|c)):(\d+)(?:\s+\+0x[0-9a-fA-F]+)?\s*$"));
+/// `goroutine 7 [running]:`; with `GOTRACEBACK=system` or `crash` since Go
+/// 1.23, `goroutine 7 gp=0xc000 m=4 mp=0xc000 [running]:`.
+static GOROUTINE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*goroutine \d+ (?:[gm]p?=\w+ )*\[[^\]]*\]:"));
+/// `\t/src/x.go:12 +0x1d`; with `GOTRACEBACK=system`, the frame's pointers
+/// follow (`fp=0xc000 sp=0xc000 pc=0x4a`).
+static LOCATION: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"^\s*(\S.*?\.(?:go|s|c)):(\d+)(?:\s+\+0x[0-9a-fA-F]+)?",
+        r"(?:\s+fp=0x[0-9a-fA-F]+\s+sp=0x[0-9a-fA-F]+\s+pc=0x[0-9a-fA-F]+)?\s*$",
+    ))
+});
 /// A package-qualified Go function without arguments: `a.com/b.(*T).M`.
 static GO_FUNCTION: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[\w.\-/]*\w\.(?:\(\*?\w+\)\.)?[\w.]+$"));
