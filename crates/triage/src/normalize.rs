@@ -38,7 +38,7 @@ static FRAME_MARKER: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat (?:async )?(?:new )?[^\s()]+ \([^()]*:\d+(?::\d+)?\)",
         r"|\bat (?:async )?[^\s()]+:\d+:\d+",
         r"|\bat [\w$.<>/]+\([^()]*\)",
-        r"|\bfrom \S+:\d+:in ",
+        r"|(?:\b\d+: )?\bfrom \S+:\d+:in ",
         r"|\S+\.rb:\d+:in ",
         r"|/\S+\.go:\d+ \+0x",
         r"|\bat \S+\.rs:\d+",

@@ -11,7 +11,11 @@ use crate::model::Frame;
 use crate::normalize::re;
 
 static FRAME: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^\s*(?:from\s+)?(\S(?:.*?\S)?):(\d+):in\s+(.+?)\s*$"));
+    LazyLock::new(|| re(r"^\s*(?:\d+: )?(?:from\s+)?(\S(?:.*?\S)?):(\d+):in\s+(.+?)\s*$"));
+/// Ruby 2.5 to 2.7 on a terminal print the backtrace reversed and numbered
+/// (`\t3: from x.rb:7:in 'm'`), outermost first, under `Traceback (most
+/// recent call last):`; the error line, with the innermost frame, comes last.
+static NUMBERED: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*\d+: from\s"));
 /// The first line of an uncaught error: `file:line:in 'm': message (Class)`.
 static FIRST_LINE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[`']([^`']*)': (.*) \(([A-Z][\w:]*)\)$"));
@@ -78,10 +82,31 @@ fn parse_frame(line: &str) -> Option<Frame> {
 pub(crate) fn parse(lines: &[String]) -> Parsed {
     let mut parsed = Parsed::default();
     let mut block: Option<Block> = None;
+    // Numbered frames waiting for the error line that ends a reversed trace.
+    let mut reversed: Vec<Frame> = Vec::new();
     for (index, line) in lines.iter().enumerate() {
         let Some((frame, error)) = parse_frame_and_error(line) else {
             continue;
         };
+        if NUMBERED.is_match(line) {
+            if reversed.len() < crate::block::MAX_FRAMES {
+                reversed.push(frame);
+            }
+            continue;
+        }
+        if !reversed.is_empty() {
+            if let Some(done) = block.take() {
+                parsed.push_block(done);
+            }
+            let error = error
+                .or_else(|| header_above(lines, index))
+                .unwrap_or_default();
+            let mut current = Block::new(error, Link::Independent);
+            current.push_frame(frame);
+            reversed.drain(..).rev().for_each(|f| current.push_frame(f));
+            block = Some(current);
+            continue;
+        }
         // Ruby prints an error's cause after it, starting with its own
         // `file:line:in 'm': message (Class)` line.
         if let Some(cause) = &error
@@ -101,6 +126,12 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
     }
     if let Some(block) = block {
         parsed.push_block(block);
+    }
+    // A reversed trace cut before its error line still has its frames.
+    if !reversed.is_empty() {
+        let mut cut = Block::new(ErrorLine::default(), Link::Independent);
+        reversed.into_iter().rev().for_each(|f| cut.push_frame(f));
+        parsed.push_block(cut);
     }
     parsed
 }
