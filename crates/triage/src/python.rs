@@ -49,6 +49,10 @@ struct State {
     /// The indentation of the last `File` line, while its source may follow.
     frame_indent: Option<usize>,
     expect_source: bool,
+    /// The line just parsed was an exception without a message, which is how
+    /// billiard's `ExceptionWithTraceback` and `RemoteTraceback` introduce
+    /// the traceback they quote in `"""` on the next line.
+    error_without_message: bool,
 }
 
 impl State {
@@ -104,6 +108,13 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
 }
 
 fn parse_line(state: &mut State, line: &str) {
+    let quotes_its_cause = std::mem::take(&mut state.error_without_message);
+    if quotes_its_cause && line.trim() == "\"\"\"" {
+        // The quoted traceback is the remote error this one carries.
+        state.finish_block();
+        state.pending_link = Some(Link::CauseOfPrevious);
+        return;
+    }
     if HEADER.is_match(line) {
         state.start_block();
         return;
@@ -164,6 +175,7 @@ fn parse_other_line(state: &mut State, line: &str) {
     let Some(error) = exception_line(line) else {
         return;
     };
+    state.error_without_message = error.message.is_empty();
     if let Some(block) = state.current.as_mut() {
         block.error = error;
     }
@@ -259,6 +271,18 @@ mod tests {
             (error.error_type.as_str(), error.message.as_str()),
             ("ExceptionGroup", "many (1 sub-exception)")
         );
+    }
+
+    #[test]
+    fn traceback_quoted_after_an_empty_exception_is_its_cause() {
+        let parsed = parse(&lines(
+            "Traceback (most recent call last):\n  File \"/lib/pool.py\", line 9, in lost\n    \
+             raise Lost()\nbilliard.einfo.ExceptionWithTraceback: \n\"\"\"\nTraceback (most recent \
+             call last):\n  File \"/lib/pool.py\", line 9, in lost\n    raise Lost()\nLost: gone\n\"\"\"",
+        ));
+        let links: Vec<Link> = parsed.blocks.iter().map(|b| b.link).collect();
+        assert_eq!(links, vec![Link::Independent, Link::CauseOfPrevious]);
+        assert_eq!(parsed.blocks[1].error.message, "gone");
     }
 
     #[test]
