@@ -23,6 +23,7 @@ mod model;
 mod normalize;
 mod php;
 mod python;
+mod record;
 mod report;
 mod ruby;
 mod rust;
