@@ -31,6 +31,12 @@ static QUALIFIED_ERROR: LazyLock<Regex> =
 static RAILS_ERROR: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?:^|.*\s)((?:[A-Z]\w*::)*[A-Z]\w*) \((.+)\):?\s*$"));
 
+/// How a log record's prefix ends before the text it logged: a level
+/// (`WARN`, Ruby's `ERROR --`), or a bracket or pipe (`app[worker.1]`).
+static LOG_PREFIX_END: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?:\b(?:DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|FATAL|CRITICAL)(?:\s+--)?|[\]|])\s*$")
+});
+
 /// How far above the first frame the error line may sit.
 const HEADER_LOOKBACK: usize = 5;
 
@@ -54,10 +60,7 @@ fn parse_frame_and_error(line: &str) -> Option<(Frame, Option<ErrorLine>)> {
         ));
     }
     let caps = FRAME.captures(line)?;
-    let file = caps.get(1)?.as_str();
-    if file.contains(": ") {
-        return None;
-    }
+    let file = behind_record_prefix(caps.get(1)?.as_str())?;
     let line_no = caps.get(2).and_then(|m| number(m.as_str()));
     let rest = caps.get(3)?.as_str();
 
@@ -72,6 +75,17 @@ fn parse_frame_and_error(line: &str) -> Option<(Frame, Option<ErrorLine>)> {
     }
     let function = rest.trim_matches(['`', '\'']);
     Some((frame(file, line_no, None, Some(function)), None))
+}
+
+/// The file of a frame, which may carry the prefix of the log record it
+/// starts (Sidekiq logs a backtrace as one record, so only its first line
+/// has the timestamp and level): `None` when the text before it is not
+/// such a prefix but a message.
+fn behind_record_prefix(file: &str) -> Option<&str> {
+    let Some((head, path)) = file.rsplit_once(": ") else {
+        return Some(file);
+    };
+    LOG_PREFIX_END.is_match(head).then_some(path.trim())
 }
 
 fn parse_frame(line: &str) -> Option<Frame> {
@@ -98,10 +112,9 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
             if let Some(done) = block.take() {
                 parsed.push_block(done);
             }
-            let error = error
-                .or_else(|| header_above(lines, index))
-                .unwrap_or_default();
-            let mut current = Block::new(error, Link::Independent);
+            // Not the lines above: the `Traceback` header would read as a
+            // Rails `Class (message)` line.
+            let mut current = Block::new(error.unwrap_or_default(), Link::Independent);
             current.push_frame(frame);
             reversed.drain(..).rev().for_each(|f| current.push_frame(f));
             block = Some(current);
@@ -158,4 +171,17 @@ fn error_line(line: &str) -> Option<ErrorLine> {
         qualified: None,
         message: caps.get(2)?.as_str().trim().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_backtrace_line_behind_its_record_prefix_is_a_frame() {
+        let line = "2024-06-03T10:15:02Z pid=7 WARN: /gems/pg-1.5/lib/pg.rb:7:in `connect'";
+        let frame = parse_frame(line).map(|f| (f.file, f.line));
+        assert_eq!(frame, Some(("/gems/pg-1.5/lib/pg.rb".into(), Some(7))));
+        assert!(parse_frame("undefined method: /app/x.rb:3:in `y'").is_none());
+    }
 }
