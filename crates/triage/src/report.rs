@@ -98,18 +98,31 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
 }
 
 /// The causes listed under a `Caused by:` line (Rust's `anyhow` and `eyre`
-/// print a returned error this way), outermost first.
+/// print a returned error this way), outermost first. Flattened, a single
+/// cause shares the label's line.
 pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
-    let Some(start) = lines.iter().position(|line| line.trim() == "Caused by:") else {
+    let Some(start) = lines
+        .iter()
+        .position(|line| line.trim().starts_with("Caused by:"))
+    else {
         return Vec::new();
     };
-    lines[start + 1..]
+    let inline = lines[start]
+        .trim()
+        .strip_prefix("Caused by:")
+        .map(str::trim)
+        .filter(|rest| !rest.is_empty());
+    let listed = lines[start + 1..]
         .iter()
         .map_while(|line| CAUSE_ENTRY.captures(line)?.get(1))
+        .map(|message| message.as_str());
+    inline
+        .into_iter()
+        .chain(listed)
         .map(|message| ErrorLine {
             error_type: "Error".to_owned(),
             qualified: None,
-            message: message.as_str().trim().to_owned(),
+            message: message.trim().to_owned(),
         })
         .collect()
 }
@@ -117,6 +130,22 @@ pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_cause_on_the_label_line_is_listed() {
+        let lines: Vec<String> = [
+            "Error: job 4 failed",
+            "Caused by: bad json",
+            "Stack backtrace:",
+        ]
+        .map(str::to_owned)
+        .into();
+        let causes: Vec<String> = listed_causes(&lines)
+            .into_iter()
+            .map(|c| c.message)
+            .collect();
+        assert_eq!(causes, vec!["bad json"]);
+    }
 
     #[test]
     fn inline_code_with_backticks_inside_is_unwrapped() {
