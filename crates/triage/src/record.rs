@@ -133,7 +133,8 @@ fn prefixed_record(text: &str) -> Option<String> {
 
 /// The text of the records that fill a line, or follow a short log prefix on
 /// it (the prefix is dropped like any log prefix). A line may hold several
-/// records when a log shipper joined them.
+/// records when a log shipper joined them, each behind its copy of the
+/// prefix.
 fn line_records(line: &str) -> Option<String> {
     let candidate = line.trim();
     if !candidate.ends_with('}') {
@@ -143,7 +144,32 @@ fn line_records(line: &str) -> Option<String> {
     if brace > MAX_PREFIX_LEN {
         return None;
     }
-    records_text(&candidate[brace..])
+    let prefix = candidate[..brace].trim();
+    records_between(&candidate[brace..], prefix)
+}
+
+/// The length of the start of `text` that has the shape of `prefix`: the
+/// same characters, and a run of digits wherever `prefix` has one. `None`
+/// for an empty prefix or another start.
+fn shape_prefix_len(text: &str, prefix: &str) -> Option<usize> {
+    let mut text_chars = text.char_indices().peekable();
+    let mut prefix_chars = prefix.chars().peekable();
+    prefix_chars.peek()?;
+    while let Some(want) = prefix_chars.next() {
+        let (_, got) = text_chars.next()?;
+        if !want.is_ascii_digit() {
+            if got != want {
+                return None;
+            }
+            continue;
+        }
+        if !got.is_ascii_digit() {
+            return None;
+        }
+        while prefix_chars.next_if(char::is_ascii_digit).is_some() {}
+        while text_chars.next_if(|(_, c)| c.is_ascii_digit()).is_some() {}
+    }
+    Some(text_chars.peek().map_or(text.len(), |&(at, _)| at))
 }
 
 /// A pattern matching `text` with any digits where it has digits.
@@ -158,17 +184,28 @@ fn digit_shape(text: &str) -> String {
 /// The text of the JSON records that make up all of `candidate`, or `None`
 /// when it is not only records or they hold no text.
 fn records_text(candidate: &str) -> Option<String> {
+    records_between(candidate, "")
+}
+
+/// The text of the JSON records that make up all of `candidate`, with
+/// nothing but whitespace or a copy of `prefix` (digits may vary) between
+/// them.
+fn records_between(candidate: &str, prefix: &str) -> Option<String> {
     let mut parts = Vec::new();
-    let mut stream = serde_json::Deserializer::from_str(candidate).into_iter::<Value>();
-    for value in stream.by_ref() {
-        let value = value.ok()?;
+    let mut rest = candidate.trim_start();
+    while !rest.is_empty() {
+        if let Some(len) = shape_prefix_len(rest, prefix) {
+            rest = rest[len..].trim_start();
+        }
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let value = stream.next()?.ok()?;
         if !value.is_object() {
             return None;
         }
         collect_text(&value, &mut parts, 0);
+        rest = rest[stream.byte_offset()..].trim_start();
     }
-    let whole = candidate[stream.byte_offset()..].trim().is_empty();
-    (whole && !parts.is_empty()).then(|| parts.join("\n"))
+    (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
 fn collect_text(value: &Value, parts: &mut Vec<String>, depth: usize) {
@@ -299,6 +336,26 @@ mod tests {
             expand_records(text),
             "Error: boom\n    at run (/app/a.js:1:2)"
         );
+    }
+
+    #[test]
+    fn records_joined_on_one_line_behind_their_prefixes_are_all_read() {
+        let text =
+            r#"web-1  | {"msg":"Error: boom"} web-1  | {"msg":"    at run (/app/a.js:1:2)"}"#;
+        assert_eq!(
+            expand_records(text),
+            "Error: boom\n    at run (/app/a.js:1:2)"
+        );
+    }
+
+    #[test]
+    fn prefix_shapes_allow_other_digits() {
+        assert_eq!(
+            shape_prefix_len("12:00:01 web.1 | {}", "9:59:59 web.2 |"),
+            Some(16)
+        );
+        assert_eq!(shape_prefix_len("web-1 | {}", "web-1  |"), None);
+        assert_eq!(shape_prefix_len("{}", ""), None);
     }
 
     #[test]
