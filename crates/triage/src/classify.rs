@@ -535,7 +535,7 @@ fn rust_origin(file: &str, function: &str) -> Origin {
         }
         // Any `CARGO_HOME` (`~/.cargo`, a container's `/usr/local/cargo`)
         // and the vendored crates Nix builds with.
-        let registry = ["/cargo/registry/", "/cargo/git/", "-vendor-cargo-deps/"];
+        let registry = ["cargo/registry/", "cargo/git/", "-vendor-cargo-deps/"];
         if has_any(file, &registry) || has_dir(file, &["vendor"]) {
             return Origin::Library;
         }
@@ -868,5 +868,16 @@ mod tests {
             Origin::Runtime
         );
         assert_eq!(rust_symbol_origin("__mh_execute_header"), Origin::Runtime);
+    }
+
+    #[test]
+    fn rust_files_in_any_cargo_home_are_libraries() {
+        for file in [
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.47.1/src/a.rs",
+            "/usr/local/cargo/registry/src/index.crates.io-6f17d22bba15001f/backoff-0.4.0/src/b.rs",
+            "/home/u/.cargo/git/checkouts/sqlx-8f1a/2c3d/src/c.rs",
+        ] {
+            assert_eq!(rust_origin(file, ""), Origin::Library, "{file}");
+        }
     }
 }
