@@ -18,6 +18,12 @@ static MESSAGE_FIELD: LazyLock<Regex> =
 static BOLD_TITLE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*\*\*([A-Z][\w:.]*)\*\*(?:\s+in\s+.*)?\s*$"));
 
+/// How Node's inspector shows an error without a stack: `[Name: message]`,
+/// as an unhandled rejection with a non-error reason prints.
+static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?:^|\s)\[([A-Z][\w$]*(?:Error|Exception|Rejection|Warning)): ([^\]]*)\]")
+});
+
 /// An `anyhow`/`eyre` cause entry: `    0: message` under `Caused by:`.
 static CAUSE_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+(?:\d+:\s+)?(\S.*)$"));
 
@@ -72,6 +78,9 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
     if let Some(error) = markdown_error(lines) {
         return error;
     }
+    if let Some(error) = lines.iter().find_map(|line| bracketed_error(line)) {
+        return error;
+    }
     if let Some(error) = lines.iter().find_map(|line| find_error_token(line)) {
         return error;
     }
@@ -95,6 +104,15 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
         qualified: None,
         message,
     }
+}
+
+fn bracketed_error(line: &str) -> Option<ErrorLine> {
+    let caps = BRACKETED.captures(line)?;
+    Some(ErrorLine {
+        error_type: caps.get(1)?.as_str().to_owned(),
+        qualified: None,
+        message: caps.get(2)?.as_str().trim().to_owned(),
+    })
 }
 
 /// The causes listed under a `Caused by:` line (Rust's `anyhow` and `eyre`
