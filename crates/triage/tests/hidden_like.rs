@@ -67,6 +67,8 @@ cases! {
     h46_json_record_cut_mid_frame_keeps_the_frames_before => "h46",
     h47_jvm_stack_cut_by_the_aggregator => "h47",
     h48_go_dump_cut_mid_path => "h48",
+    h49_tokio_panic_located_in_the_registry_has_no_app_frame => "h49",
+    h50_node_rejection_with_a_string_reason_names_its_error => "h50",
 }
 
 #[test]
