@@ -23,8 +23,9 @@ const MAX_DEPTH: usize = 4;
 
 /// Keys whose values hold a record's text, in output order. Keys are
 /// compared by `key_name`, so `stackTrace`, `stack_trace` and `StackTrace`
-/// are all `stacktrace`.
-const TEXT_KEYS: [&str; 14] = [
+/// are all `stacktrace`, and ECS's flat `error.stack_trace` is
+/// `errorstacktrace`.
+const TEXT_KEYS: [&str; 15] = [
     "msg",
     "message",
     "log",
@@ -39,26 +40,30 @@ const TEXT_KEYS: [&str; 14] = [
     "traceback",
     "backtrace",
     "errorbacktrace",
+    "errorstacktrace",
 ];
 
 /// Keys whose value, when it is text or a list, is the whole trace of the
 /// error object holding it. (Sidekiq's `backtrace` option holds a number.)
-const STACK_KEYS: [&str; 6] = [
+const STACK_KEYS: [&str; 8] = [
     "stack",
     "stacktrace",
     "traceback",
     "backtrace",
     "errorbacktrace",
     "errorstack",
+    "errorstacktrace",
+    "exceptionstacktrace",
 ];
 
-/// Pairs of keys that failure records (Resque, Sidekiq, JobRunr) use for an
-/// error's class and its message.
-const TYPED_KEYS: [(&str, &str); 4] = [
+/// Pairs of keys that failure records (Resque, Sidekiq, JobRunr, ECS) use
+/// for an error's class and its message.
+const TYPED_KEYS: [(&str, &str); 5] = [
     ("exception", "error"),
     ("exceptionclass", "exceptionmessage"),
     ("errorclass", "errormessage"),
     ("exceptiontype", "exceptionmessage"),
+    ("errortype", "errormessage"),
 ];
 
 /// A class name as failure records store it (`NoMethodError`, `Foo::Bar`).
@@ -299,10 +304,10 @@ fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     })
 }
 
-/// A key as compared here: lower case, without `_` or `-`.
+/// A key as compared here: lower case, without `_`, `-` or `.`.
 fn key_name(key: &str) -> String {
     key.chars()
-        .filter(|c| *c != '_' && *c != '-')
+        .filter(|c| !matches!(c, '_' | '-' | '.'))
         .flat_map(char::to_lowercase)
         .collect()
 }
@@ -326,6 +331,15 @@ mod tests {
         assert_eq!(
             expand_records(text),
             "job failed\njava.lang.IllegalStateException: x\n\tat a.B.c(B.java:1)"
+        );
+    }
+
+    #[test]
+    fn ecs_dotted_error_keys_are_read() {
+        let text = r#"{"message":"job failed","error.type":"java.lang.X","error.message":"y","error.stack_trace":"java.lang.X: y\n\tat a.B.c(B.java:1)"}"#;
+        assert_eq!(
+            expand_records(text),
+            "job failed\njava.lang.X: y\n\tat a.B.c(B.java:1)"
         );
     }
 
