@@ -236,6 +236,13 @@ pub(crate) fn split_flattened(line: &str) -> Vec<String> {
         // An exception group's ` | ` gutter starts each of its lines.
         cuts = cuts.into_iter().map(|at| before_gutter(line, at)).collect();
     }
+    // A location in brackets is part of a message (asynq's `panic
+    // [/app/x.go:41]: ...`), not a frame of its own.
+    let in_brackets = |at: usize| {
+        let after_open = line[..at].ends_with('[') && !line[at..].starts_with(char::is_whitespace);
+        after_open || line[at..].starts_with(']')
+    };
+    cuts.retain(|&at| !in_brackets(at));
     cuts.push(0);
     cuts.push(line.len());
     cuts.sort_unstable();
@@ -583,6 +590,16 @@ mod tests {
         let pieces = split_flattened(grouped);
         assert_eq!(pieces[2], "| httpx.HTTPStatusError: Server error");
         assert_eq!(pieces[3], "| For more: https://x");
+    }
+
+    #[test]
+    fn a_location_in_brackets_stays_in_its_message() {
+        let line = "goroutine 4 [running]: main.run() /app/run.go:9 +0x1d \
+                    2024/06/03 retrying: panic [/app/run.go:9]: index out of range";
+        assert_eq!(
+            split_flattened(line).last().map(String::as_str),
+            Some("2024/06/03 retrying: panic [/app/run.go:9]: index out of range")
+        );
     }
 
     #[test]
