@@ -69,6 +69,8 @@ cases! {
     h48_go_dump_cut_mid_path => "h48",
     h49_tokio_panic_located_in_the_registry_has_no_app_frame => "h49",
     h50_node_rejection_with_a_string_reason_names_its_error => "h50",
+    h51_asynq_recover_log_takes_the_panic_from_the_retry_line => "h51",
+    h52_asynq_panic_error_alone_points_at_its_location => "h52",
 }
 
 #[test]
