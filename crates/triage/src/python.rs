@@ -27,6 +27,9 @@ static REPR: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?:^|:\s)([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Iteration|Warning))\((.*)\)\s*$")
 });
 
+/// One error's repr as the only argument of another's.
+static INNER_REPR: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z]\w*\((.*)\)$"));
+
 const CAUSE_MARKER: &str = "The above exception was the direct cause of the following exception";
 const CONTEXT_MARKER: &str = "During handling of the above exception, another exception occurred";
 
@@ -207,26 +210,41 @@ fn apply_header_repr(parsed: &mut Parsed, lines: &[String]) {
     }
 }
 
-fn repr_error(line: &str) -> Option<ErrorLine> {
+/// The error of a `Type(args)` repr ending a job framework's log line
+/// (`raised unexpected: KeyError('id')`, `retry: Retry in 60s: X(...)`).
+pub(crate) fn repr_error(line: &str) -> Option<ErrorLine> {
     let caps = REPR.captures(line)?;
     let error_type = caps.get(1)?.as_str().to_owned();
-    let args = caps.get(2)?.as_str().trim().trim_end_matches(',').trim();
-    // Python 2 unicode literals print as u'...'.
-    let args = args
-        .strip_prefix('u')
-        .filter(|a| a.starts_with('\''))
-        .unwrap_or(args);
-    // str() of a KeyError is the repr of its key; of other errors, the text.
+    let args = repr_args(caps.get(2)?.as_str());
+    // str() of a KeyError is the repr of its key; of other errors, the text,
+    // which for an error wrapping another (`X(Inner("text"))`) is the inner's.
     let message = if error_type == "KeyError" {
         args
     } else {
-        strip_quotes(args)
+        INNER_REPR
+            .captures(args)
+            .and_then(|inner| inner.get(1))
+            .map_or(args, |inner| repr_args(inner.as_str()))
+    };
+    let message = if error_type == "KeyError" {
+        message
+    } else {
+        strip_quotes(message)
     };
     Some(ErrorLine {
         error_type,
         qualified: None,
         message: message.to_owned(),
     })
+}
+
+/// A repr's arguments without the trailing comma of a one-element tuple
+/// and the `u` of Python 2's unicode literals.
+fn repr_args(args: &str) -> &str {
+    let args = args.trim().trim_end_matches(',').trim();
+    args.strip_prefix('u')
+        .filter(|a| a.starts_with('\''))
+        .unwrap_or(args)
 }
 
 fn strip_quotes(text: &str) -> &str {
@@ -256,6 +274,16 @@ mod tests {
         assert_eq!(
             (error.error_type.as_str(), error.message.as_str()),
             ("KeyError", "'analyzer'")
+        );
+    }
+
+    #[test]
+    fn repr_of_an_error_wrapping_another_gives_the_inner_text() {
+        let error =
+            repr_error("retry: Retry in 60s: ConnectionError(MaxRetryError(\"pool full\"))");
+        assert_eq!(
+            error.map(|e| (e.error_type, e.message)),
+            Some(("ConnectionError".into(), "pool full".into()))
         );
     }
 

@@ -84,6 +84,11 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
     if let Some(error) = lines.iter().find_map(|line| find_error_token(line)) {
         return error;
     }
+    // A job framework's log line naming a Python error by its repr, with
+    // no traceback (`Task x retry: Retry in 60s: ConnectionError(...)`).
+    if let Some(error) = lines.iter().find_map(|line| crate::python::repr_error(line)) {
+        return error;
+    }
     let mentions = |line: &&String| {
         let lower = line.to_lowercase();
         ["error", "exception", "panic", "fatal", "fail"]
