@@ -57,6 +57,8 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat \S+\.rs:\d+",
         r"|thread '[^']*'(?: \(\d+\))? panicked at ",
         r"|\bnote: ",
+        r"|\bLocation: +\S+\.rs:\d+",
+        r"|\bBacktrace omitted\b",
         // .NET: frames whose names JVM frames cannot hold (generics,
         // explicit interfaces), inner exceptions and section markers.
         r"|\bat [^\s()]*[.`][^\s()]*\([^()]*\)",
@@ -129,7 +131,7 @@ static CUT_RUST_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"\s\d{1,4}: +\S"))
 
 /// A line holding a Rust backtrace or cause list, whose entries are cut.
 static RUST_LIST: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?i:stack backtrace:)|Caused by: +\d{1,4}: "));
+    LazyLock::new(|| re(r"(?i:stack backtrace:)|(?:Caused by|Error): +\d{1,4}: "));
 
 /// An exception group's rule, which makes its ` | ` gutters line starts.
 static GROUP_RULE: LazyLock<Regex> = LazyLock::new(|| re(r"\+[-+]*-{3,}"));

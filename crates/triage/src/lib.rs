@@ -82,7 +82,8 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
 }
 
 /// A returned error printed as `Error: outer` and a `Caused by:` list: the
-/// last cause is the root, the `Error:` line the outermost wrapper.
+/// last cause is the root, the `Error:` line the outermost wrapper (unless
+/// it is empty, and the list starts with the outermost error).
 fn apply_listed_causes(trace: &mut Trace, lines: &[String]) {
     let causes = report::listed_causes(lines);
     let Some(root) = causes.last() else {
@@ -96,12 +97,8 @@ fn apply_listed_causes(trace: &mut Trace, lines: &[String]) {
         message: error.message.clone(),
         frames: Vec::new(),
     };
-    trace.chain = causes
-        .iter()
-        .rev()
-        .chain(std::iter::once(&outer))
-        .map(as_chained)
-        .collect();
+    let outer = (!outer.message.is_empty()).then_some(&outer);
+    trace.chain = causes.iter().rev().chain(outer).map(as_chained).collect();
 }
 
 /// The language whose tell-tale lines are most numerous.

@@ -27,6 +27,9 @@ static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
 /// An `anyhow`/`eyre` cause entry: `    0: message` under `Caused by:`.
 static CAUSE_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+(?:\d+:\s+)?(\S.*)$"));
 
+/// The first entry of a numbered cause list: `   0: message`.
+static NUMBERED_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+0:\s+\S"));
+
 /// The longest best-effort message kept.
 const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -86,7 +89,10 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
     }
     // A job framework's log line naming a Python error by its repr, with
     // no traceback (`Task x retry: Retry in 60s: ConnectionError(...)`).
-    if let Some(error) = lines.iter().find_map(|line| crate::python::repr_error(line)) {
+    if let Some(error) = lines
+        .iter()
+        .find_map(|line| crate::python::repr_error(line))
+    {
         return error;
     }
     let mentions = |line: &&String| {
@@ -122,12 +128,18 @@ fn bracketed_error(line: &str) -> Option<ErrorLine> {
 
 /// The causes listed under a `Caused by:` line (Rust's `anyhow` and `eyre`
 /// print a returned error this way), outermost first. Flattened, a single
-/// cause shares the label's line.
+/// cause shares the label's line. `color-eyre` lists the error and its
+/// causes, numbered, right under an empty `Error:` line.
 pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
-    let Some(start) = lines
+    let labelled = lines
         .iter()
-        .position(|line| line.trim().starts_with("Caused by:"))
-    else {
+        .position(|line| line.trim().starts_with("Caused by:"));
+    let numbered_under_error = || {
+        lines
+            .windows(2)
+            .position(|pair| pair[0].trim() == "Error:" && NUMBERED_ENTRY.is_match(&pair[1]))
+    };
+    let Some(start) = labelled.or_else(numbered_under_error) else {
         return Vec::new();
     };
     let inline = lines[start]
@@ -153,6 +165,24 @@ pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn color_eyre_lists_the_error_and_its_causes_under_an_empty_error_line() {
+        let lines: Vec<String> = [
+            "Error: ",
+            "   0: job 7 failed",
+            "   1: db down",
+            "",
+            "Location:",
+        ]
+        .map(str::to_owned)
+        .into();
+        let causes: Vec<String> = listed_causes(&lines)
+            .into_iter()
+            .map(|c| c.message)
+            .collect();
+        assert_eq!(causes, vec!["job 7 failed", "db down"]);
+    }
 
     #[test]
     fn a_single_cause_on_the_label_line_is_listed() {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::block::{Block, ErrorLine, Link, Parsed, frame, number};
+use crate::block::{Block, ErrorLine, Link, Parsed, frame, number, split_location};
 use crate::model::Frame;
 use crate::normalize::re;
 
@@ -25,6 +25,11 @@ static ENTRY: LazyLock<Regex> =
 static INLINED: LazyLock<Regex> = LazyLock::new(|| re(r"^\s{4,}(\S*::\S*(?: as \S+)?)\s*$"));
 static AT: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*at\s+(.+?):(\d+)(?::(\d+))?\s*$"));
 static HASH_SUFFIX: LazyLock<Regex> = LazyLock::new(|| re(r"::h[0-9a-f]{16}$"));
+/// `eyre`'s `Location:` section: where a returned error was made, on the
+/// line below it (on the same line once flattened).
+static LOCATION_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*Location:\s*(\S+\.rs:\d+(?::\d+)?)?\s*$"));
+static LOCATION_PATH: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+(\S+\.rs:\d+(?::\d+)?)\s*$"));
 
 /// How many lines an old-format message may span.
 const MAX_MESSAGE_LINES: usize = 40;
@@ -40,7 +45,22 @@ pub(crate) fn score(lines: &[String]) -> usize {
         .iter()
         .filter(|line| AT.is_match(line) && line.contains(".rs:"))
         .count();
-    (panics + backtraces) * 5 + locations * 2
+    let made_at = usize::from(error_location(lines).is_some());
+    (panics + backtraces + made_at) * 5 + locations * 2
+}
+
+/// The frame of `eyre`'s `Location:` section, if there is one.
+fn error_location(lines: &[String]) -> Option<Frame> {
+    let at = lines
+        .iter()
+        .position(|line| LOCATION_LABEL.is_match(line))?;
+    let inline = LOCATION_LABEL.captures(&lines[at])?.get(1);
+    let below = || {
+        let next = lines.get(at + 1)?;
+        LOCATION_PATH.captures(next)?.get(1)
+    };
+    let (file, line, column) = split_location(inline.or_else(below)?.as_str());
+    Some(frame(file, line, column, None))
 }
 
 /// Parses the first panic and its backtrace.
@@ -49,7 +69,10 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
     let Some(start) = lines.iter().position(|line| PANIC_START.is_match(line)) else {
         // A returned error (`anyhow`, `eyre`) with its `Stack backtrace:`:
         // the frames are here, the error comes from its cause list.
-        let frames = parse_backtrace(lines);
+        let mut frames = parse_backtrace(lines);
+        if frames.is_empty() {
+            frames.extend(error_location(lines));
+        }
         if !frames.is_empty() {
             let mut block = Block::new(ErrorLine::default(), Link::Independent);
             frames.into_iter().for_each(|f| block.push_frame(f));
