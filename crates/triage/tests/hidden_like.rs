@@ -71,6 +71,10 @@ cases! {
     h50_node_rejection_with_a_string_reason_names_its_error => "h50",
     h51_asynq_recover_log_takes_the_panic_from_the_retry_line => "h51",
     h52_asynq_panic_error_alone_points_at_its_location => "h52",
+    h53_celery_retry_line_alone_names_the_error_by_its_repr => "h53",
+    h54_color_eyre_report_lists_causes_and_its_location => "h54",
+    h55_zap_record_with_a_stacktrace_field => "h55",
+    h56_ecs_record_with_dotted_error_keys => "h56",
 }
 
 #[test]
