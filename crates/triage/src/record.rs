@@ -25,7 +25,7 @@ const MAX_DEPTH: usize = 4;
 /// compared by `key_name`, so `stackTrace`, `stack_trace` and `StackTrace`
 /// are all `stacktrace`, and ECS's flat `error.stack_trace` is
 /// `errorstacktrace`.
-const TEXT_KEYS: [&str; 15] = [
+const TEXT_KEYS: [&str; 16] = [
     "msg",
     "message",
     "log",
@@ -33,6 +33,8 @@ const TEXT_KEYS: [&str; 15] = [
     "error",
     "err",
     "exception",
+    // Bull and BullMQ keep a failed job's message beside its `stacktrace`.
+    "failedreason",
     "excinfo",
     "exctext",
     "stack",
@@ -331,6 +333,15 @@ mod tests {
         assert_eq!(
             expand_records(text),
             "job failed\njava.lang.IllegalStateException: x\n\tat a.B.c(B.java:1)"
+        );
+    }
+
+    #[test]
+    fn a_bull_job_without_a_stack_keeps_its_failed_reason() {
+        let text = r#"{"id":"42","name":"sync","attemptsMade":3,"failedReason":"job stalled more than allowable limit","stacktrace":[]}"#;
+        assert_eq!(
+            expand_records(text),
+            "job stalled more than allowable limit"
         );
     }
 
