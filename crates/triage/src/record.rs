@@ -22,7 +22,7 @@ const MAX_JSON_LAYERS: usize = 4;
 const MAX_DEPTH: usize = 4;
 
 /// Keys whose values hold a record's text, in output order. Keys are
-/// compared by `key_name`, so `stackTrace`, `stack_trace` and `StackTrace`
+/// compared by `key_is`, so `stackTrace`, `stack_trace` and `StackTrace`
 /// are all `stacktrace`, and ECS's flat `error.stack_trace` is
 /// `errorstacktrace`.
 const TEXT_KEYS: [&str; 16] = [
@@ -252,7 +252,7 @@ fn collect_object(map: &Map<String, Value>, parts: &mut Vec<String>, depth: usiz
         }
     }
     for (key, value) in map {
-        let is_text_key = TEXT_KEYS.contains(&key_name(key).as_str());
+        let is_text_key = TEXT_KEYS.iter().any(|name| key_is(key, name));
         if !is_text_key && value.as_object().is_some_and(holds_failure) {
             collect_text(value, parts, depth + 1);
         }
@@ -297,21 +297,26 @@ fn typed_message(map: &Map<String, Value>) -> Option<(String, String, &'static s
     })
 }
 
-/// The value of the key whose `key_name` is `name`.
+/// The value of the key that `key_is` `name`.
 fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.get(name).or_else(|| {
         map.iter()
-            .find(|(key, _)| key_name(key) == name)
+            .find(|(key, _)| key_is(key, name))
             .map(|(_, value)| value)
     })
 }
 
-/// A key as compared here: lower case, without `_`, `-` or `.`.
-fn key_name(key: &str) -> String {
-    key.chars()
+/// Whether `key` is `name` (lower case, no separators) once lower-cased
+/// and stripped of `_`, `-` and `.`; compared without allocating, since a
+/// record may hold many keys.
+fn key_is(key: &str, name: &str) -> bool {
+    let mut wanted = name.chars();
+    let same = key
+        .chars()
         .filter(|c| !matches!(c, '_' | '-' | '.'))
         .flat_map(char::to_lowercase)
-        .collect()
+        .all(|c| wanted.next() == Some(c));
+    same && wanted.next().is_none()
 }
 
 #[cfg(test)]
@@ -371,6 +376,14 @@ mod tests {
             expand_records(text),
             "Error: boom\n    at run (/app/a.js:1:2)"
         );
+    }
+
+    #[test]
+    fn keys_compare_without_case_or_separators() {
+        assert!(key_is("error.stack_trace", "errorstacktrace"));
+        assert!(key_is("StackTrace", "stacktrace"));
+        assert!(!key_is("stack", "stacktrace"));
+        assert!(!key_is("stacktraces", "stacktrace"));
     }
 
     #[test]
