@@ -133,8 +133,18 @@ const RUBY_NEVER_APP: [&str; 12] = [
     "newrelic_rpm",
     "sentry-ruby",
 ];
-const JVM_RUNTIME: [&str; 8] = [
-    "java.", "javax.", "jdk.", "sun.", "com.sun.", "kotlin.", "kotlinx.", "scala.",
+/// The JVM's own packages, and `_COROUTINE.` pseudo-frames that kotlinx
+/// prints where it stitched a recovered coroutine stack together.
+const JVM_RUNTIME: [&str; 9] = [
+    "java.",
+    "javax.",
+    "jdk.",
+    "sun.",
+    "com.sun.",
+    "kotlin.",
+    "kotlinx.",
+    "scala.",
+    "_COROUTINE.",
 ];
 const JVM_FRAMEWORKS: [&str; 5] = [
     "org.quartz.",
@@ -143,7 +153,7 @@ const JVM_FRAMEWORKS: [&str; 5] = [
     "org.springframework.batch.",
     "com.github.kagkarlsson.",
 ];
-const JVM_LIBRARIES: [&str; 28] = [
+const JVM_LIBRARIES: [&str; 46] = [
     "org.codehaus.",
     "groovy.",
     "org.springframework.",
@@ -172,6 +182,24 @@ const JVM_LIBRARIES: [&str; 28] = [
     "org.jboss.",
     "io.undertow.",
     "com.amazonaws.",
+    "jakarta.",
+    "org.jetbrains.",
+    "io.lettuce.",
+    "redis.clients.",
+    "com.rabbitmq.",
+    "com.mongodb.",
+    "org.mongodb.",
+    "io.opentelemetry.",
+    "org.aspectj.",
+    "org.mybatis.",
+    "org.jooq.",
+    "org.flywaydb.",
+    "liquibase.",
+    "io.ktor.",
+    "io.quarkus.",
+    "io.micronaut.",
+    "software.amazon.",
+    "org.elasticsearch.",
 ];
 const RUST_RUNTIME: [&str; 6] = [
     "std",
@@ -434,7 +462,7 @@ fn javascript_origin(file: &str) -> Origin {
     if runtime_prefixes.iter().any(|p| file.starts_with(p)) {
         return Origin::Runtime;
     }
-    if let Some(package) = node_package(file) {
+    if let Some(package) = node_package(file).or_else(|| cached_package(file)) {
         return framework_or_library(JS_FRAMEWORKS.contains(&package));
     }
     // Old Node printed its core modules as bare names (`events.js:116:13`).
@@ -505,7 +533,10 @@ fn rust_origin(file: &str, function: &str) -> Origin {
         {
             return Origin::Runtime;
         }
-        if has_any(file, &["/.cargo/registry/", "/.cargo/git/"]) || has_dir(file, &["vendor"]) {
+        // Any `CARGO_HOME` (`~/.cargo`, a container's `/usr/local/cargo`)
+        // and the vendored crates Nix builds with.
+        let registry = ["cargo/registry/", "cargo/git/", "-vendor-cargo-deps/"];
+        if has_any(file, &registry) || has_dir(file, &["vendor"]) {
             return Origin::Library;
         }
         // A C file of libc, or an inlined std frame, still names its symbol.
@@ -662,6 +693,38 @@ fn package_after<'a>(file: &'a str, markers: &[&str]) -> Option<&'a str> {
     file[end..].split('/').next()
 }
 
+/// Folders where runtimes other than Node keep installed packages: Deno's
+/// npm and remote-module caches, Bun's install cache, Yarn's Plug'n'Play
+/// archives. A frame in them is never the application's.
+const JS_PACKAGE_CACHES: [&str; 6] = [
+    "/deno/npm/",
+    "/deno/remote/",
+    "/deno/deps/",
+    "/.bun/install/cache/",
+    "/.yarn/cache/",
+    "/.yarn/__virtual__/",
+];
+
+/// The package of a file in one of `JS_PACKAGE_CACHES`: the path segment
+/// after the registry host in Deno's npm cache, else the cache's first
+/// segment (scoped names included), without the `@version` Bun adds.
+fn cached_package(file: &str) -> Option<&str> {
+    let (_, rest) = JS_PACKAGE_CACHES
+        .iter()
+        .find_map(|cache| file.split_once(cache))?;
+    let rest = rest
+        .split_once("registry.npmjs.org/")
+        .map_or(rest, |(_, after)| after);
+    let mut parts = rest.splitn(3, '/');
+    let first = parts.next().filter(|part| !part.is_empty())?;
+    let unversioned = |name: &str| name.split('@').next().map_or(0, str::len);
+    if !first.starts_with('@') {
+        return Some(&first[..unversioned(first)]);
+    }
+    let second = parts.next()?;
+    Some(&rest[..first.len() + 1 + unversioned(second)])
+}
+
 /// The npm package of a `node_modules` path, scoped names included.
 fn node_package(file: &str) -> Option<&str> {
     let at = match file.rfind("/node_modules/") {
@@ -770,6 +833,21 @@ mod tests {
     }
 
     #[test]
+    fn packages_in_other_runtimes_caches_are_named() {
+        assert_eq!(
+            cached_package(
+                "file:///home/u/.cache/deno/npm/registry.npmjs.org/@scope/pkg/1.0.0/index.js"
+            ),
+            Some("@scope/pkg")
+        );
+        assert_eq!(
+            cached_package("/root/.bun/install/cache/bullmq@5.1.0/dist/esm/index.js"),
+            Some("bullmq")
+        );
+        assert_eq!(cached_package("/srv/app/deno/npm_helpers.ts"), None);
+    }
+
+    #[test]
     fn rust_symbols_are_sorted_by_crate() {
         assert_eq!(
             rust_symbol_origin(
@@ -790,5 +868,16 @@ mod tests {
             Origin::Runtime
         );
         assert_eq!(rust_symbol_origin("__mh_execute_header"), Origin::Runtime);
+    }
+
+    #[test]
+    fn rust_files_in_any_cargo_home_are_libraries() {
+        for file in [
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.47.1/src/a.rs",
+            "/usr/local/cargo/registry/src/index.crates.io-6f17d22bba15001f/backoff-0.4.0/src/b.rs",
+            "/home/u/.cargo/git/checkouts/sqlx-8f1a/2c3d/src/c.rs",
+        ] {
+            assert_eq!(rust_origin(file, ""), Origin::Library, "{file}");
+        }
     }
 }

@@ -40,20 +40,25 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
         r"|Caused by: ",
         r"|Suppressed: ",
         r"|\.\.\. \d+ (?:more|common frames omitted)",
-        // Ruby: `from` lines and the bare first frame of each error.
-        r"|\bfrom \S+:\d+:in ",
+        // Ruby: `from` lines (numbered when reversed) and the bare first
+        // frame of each error.
+        r"|(?:\b\d+: )?\bfrom \S+:\d+:in ",
         r"|[^\s`'\x22]+:\d+:in [`']",
-        // Go.
+        // Go, `GOTRACEBACK=system` headers and runtime stacks included.
         r"|(?:^|\s)(?:panic|fatal error): ",
-        r"|goroutine \d+ \[[^\]]*\]:",
+        r"|goroutine \d+ (?:[gm]p?=\w+ )*\[[^\]]*\]:",
+        r"|runtime stack:",
         r"|\[signal ",
         r"|created by ",
         r"|/\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
+        r"|/\S+\.s:\d+ \+0x[0-9a-fA-F]+",
         // Rust.
         r"|(?i:stack backtrace:)",
         r"|\bat \S+\.rs:\d+",
         r"|thread '[^']*'(?: \(\d+\))? panicked at ",
         r"|\bnote: ",
+        r"|\bLocation: +\S+\.rs:\d+",
+        r"|\bBacktrace omitted\b",
         // .NET: frames whose names JVM frames cannot hold (generics,
         // explicit interfaces), inner exceptions and section markers.
         r"|\bat [^\s()]*[.`][^\s()]*\([^()]*\)",
@@ -69,8 +74,23 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
         // Elixir.
         r"|\*\* \([A-Za-z_][\w.]*\)",
         r"|\([a-z_]\w*(?: [\w.+\-]+)?\) [\w./\-]+\.(?:ex|exs|erl|hrl):\d+: ",
-        // A Markdown fence the trace was pasted in.
+        // A Markdown fence the trace was pasted in; the triple quotes around
+        // a remote Python traceback (billiard).
         r"|```",
+        r"|\x22\x22\x22",
+        // PostgreSQL's lines under its message (libpq, JDBC, Npgsql).
+        r"|\b(?:DETAIL|HINT|CONTEXT|Detail|Hint): ",
+        r"|\bIs the server running (?:on|locally)\b",
+    ))
+});
+
+/// An unqualified error name, which alone counts towards a line being
+/// flattened: a qualified one is often part of a message (Spring's `nested
+/// exception is java.lang.X: ...`).
+static FLAT_ERROR: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception|ExceptionGroup)(?: \[[^\]]*\])?: ",
+        r"|(?:^|\s)(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*(?:Error|Exception) \(0x[0-9A-Fa-f]+\): ",
     ))
 });
 
@@ -78,7 +98,8 @@ static CUT_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
 /// (a log line's copy, the runtime's own) gets a line of its own.
 static CUT_ERROR: LazyLock<Regex> = LazyLock::new(|| {
     re(concat!(
-        r"(?:^|\s)(?:[A-Z][\w$]*)?(?:Error|Exception|ExceptionGroup)(?: \[[^\]]*\])?: ",
+        r"(?:^|\s)(?:[A-Za-z_][\w$]*\.)*(?:[A-Z][\w$]*)?(?:Error|Exception|ExceptionGroup)",
+        r"(?: \[[^\]]*\])?: ",
         // A .NET header, HRESULT included.
         r"|(?:^|\s)(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*(?:Error|Exception) \(0x[0-9A-Fa-f]+\): ",
     ))
@@ -94,11 +115,14 @@ static CUT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat (?:async )?(?:new )?[^\s()]+(?: \[as [^\]]+\])? \(",
         r"(?:eval at [^()]*\([^()]*\)[^()]*|[^()]*:\d+(?::\d+)?|<anonymous>|native|index \d+)\)",
         r"|\.\.\. \d+ lines matching cause stack trace \.\.\.",
-        r"|goroutine \d+ \[[^\]]*\]:",
-        r"|\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?",
+        r"|goroutine \d+ (?:[gm]p?=\w+ )*\[[^\]]*\]:",
+        r"|runtime stack:",
+        r"|\S+\.go:\d+(?: \+0x[0-9a-fA-F]+)?(?: fp=0x[0-9a-fA-F]+ sp=0x[0-9a-fA-F]+ pc=0x[0-9a-fA-F]+)?",
+        r"|\S+\.s:\d+ \+0x[0-9a-fA-F]+(?: fp=0x[0-9a-fA-F]+ sp=0x[0-9a-fA-F]+ pc=0x[0-9a-fA-F]+)?",
         r"|(?i:stack backtrace:)",
         r"|\bat \S+\.rs:\d+(?::\d+)?:?",
         r"|```[\w+-]*",
+        r"|\x22\x22\x22",
     ))
 });
 
@@ -107,10 +131,28 @@ static CUT_RUST_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"\s\d{1,4}: +\S"))
 
 /// A line holding a Rust backtrace or cause list, whose entries are cut.
 static RUST_LIST: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?i:stack backtrace:)|Caused by: +\d{1,4}: "));
+    LazyLock::new(|| re(r"(?i:stack backtrace:)|(?:Caused by|Error): +\d{1,4}: "));
 
 /// An exception group's rule, which makes its ` | ` gutters line starts.
 static GROUP_RULE: LazyLock<Regex> = LazyLock::new(|| re(r"\+[-+]*-{3,}"));
+
+/// An exception line behind an exception group's gutter; its message's
+/// further lines each start with a gutter of their own.
+static GROUP_EXCEPTION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\|[\s|]*(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*: "));
+
+/// A Rust assertion's message, printed with `left:` and `right:` lines below.
+static RUST_ASSERT: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"assertion `left [!=]= right` failed|assertion failed: `\(left [!=]= right\)`")
+});
+static CUT_ASSERT_SIDE: LazyLock<Regex> = LazyLock::new(|| re(r"\s(?:left|right): "));
+
+/// A prefix that starts with a date or a time (`2024-06-03T10:15:02Z`,
+/// `[10:15:02]`).
+static STAMPED: LazyLock<Regex> = LazyLock::new(|| re(r"^\[?\d{1,4}[-/.:]\d{1,2}"));
+
+/// How many times a stamped prefix must recur to mark line starts by itself.
+const MIN_STAMPED_COPIES: usize = 3;
 
 /// Labels that keep the error header after them on their own line.
 const CAUSE_LABELS: [&str; 5] = ["[cause]:", "Caused by:", "Suppressed:", "--->", "Next"];
@@ -118,10 +160,13 @@ const CAUSE_LABELS: [&str; 5] = ["[cause]:", "Caused by:", "Suppressed:", "--->"
 /// The end of a Python frame and the exception that follows its source line.
 static PY_FRAME_TAIL: LazyLock<Regex> =
     LazyLock::new(|| re(r#"^File "[^"]+", line \d+(?:, in \S+)?"#));
+/// A module-qualified class followed by a colon is an exception line too,
+/// whatever its name ends with (`billiard.einfo.ExceptionWithTraceback:`).
 static PY_EXCEPTION_IN_TAIL: LazyLock<Regex> = LazyLock::new(|| {
     re(concat!(
         r"(?:^|\s)((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*",
         r"(?:Error|Exception|Interrupt|Exit|Iteration|Warning|DoesNotExist|Timeout))(?::\s|$)",
+        r"|(?:^|\s)((?:[a-z_]\w*\.)+[A-Z]\w*):(?:\s|$)",
     ))
 });
 
@@ -149,7 +194,7 @@ pub(crate) fn looks_flattened(line: &str) -> bool {
     if markers == 0 {
         return false;
     }
-    let errors = CUT_ERROR.find_iter(line).take(2).count();
+    let errors = FLAT_ERROR.find_iter(line).take(2).count();
     let rust_entries = if RUST_LIST.is_match(line) {
         CUT_RUST_ENTRY.find_iter(line).take(2).count()
     } else {
@@ -161,28 +206,45 @@ pub(crate) fn looks_flattened(line: &str) -> bool {
 /// Cuts a flattened trace back into lines, re-indenting frame lines so the
 /// parsers can tell them from error lines.
 pub(crate) fn split_flattened(line: &str) -> Vec<String> {
-    let line = strip_recurring_prefix(line);
+    let (line, line_starts) = strip_recurring_prefix(line);
     let line = line.as_ref();
 
     let mut cuts: Vec<usize> = CUT_BEFORE.find_iter(line).map(|m| m.start()).collect();
-    let labelled = |at: &usize| {
+    cuts.extend(line_starts);
+    // An error name right after a colon is part of a message
+    // (`ExecutionException: java.lang.RuntimeException: x`), as is one after
+    // Spring's `nested exception is`; one after a cause label stays on the
+    // label's line.
+    let within = |at: &usize| {
         let before = line[..*at].trim_end();
-        CAUSE_LABELS.iter().any(|label| before.ends_with(label))
+        let in_message = before.ends_with(':') || before.ends_with(" exception is");
+        in_message || CAUSE_LABELS.iter().any(|label| before.ends_with(label))
     };
     cuts.extend(
         CUT_ERROR
             .find_iter(line)
             .map(|m| m.start())
-            .filter(|at| !labelled(at)),
+            .filter(|at| !within(at)),
     );
     cuts.extend(CUT_AFTER.find_iter(line).map(|m| m.end()));
     if RUST_LIST.is_match(line) {
         cuts.extend(CUT_RUST_ENTRY.find_iter(line).map(|m| m.start()));
     }
-    if GROUP_RULE.is_match(line) {
+    if RUST_ASSERT.is_match(line) {
+        cuts.extend(CUT_ASSERT_SIDE.find_iter(line).map(|m| m.start()));
+    }
+    let grouped = GROUP_RULE.is_match(line);
+    if grouped {
         // An exception group's ` | ` gutter starts each of its lines.
         cuts = cuts.into_iter().map(|at| before_gutter(line, at)).collect();
     }
+    // A location in brackets is part of a message (asynq's `panic
+    // [/app/x.go:41]: ...`), not a frame of its own.
+    let in_brackets = |at: usize| {
+        let after_open = line[..at].ends_with('[') && !line[at..].starts_with(char::is_whitespace);
+        after_open || line[at..].starts_with(']')
+    };
+    cuts.retain(|&at| !in_brackets(at));
     cuts.push(0);
     cuts.push(line.len());
     cuts.sort_unstable();
@@ -195,10 +257,33 @@ pub(crate) fn split_flattened(line: &str) -> Vec<String> {
             continue;
         }
         for piece in split_ruby_header(piece) {
-            pieces.extend(split_python_frame_tail(piece));
+            for piece in split_python_frame_tail(piece) {
+                if grouped {
+                    pieces.extend(split_group_message(&piece));
+                } else {
+                    pieces.push(piece);
+                }
+            }
         }
     }
     pieces.into_iter().map(|piece| reindent(&piece)).collect()
+}
+
+/// Splits an exception line behind a group's gutter from the further lines
+/// of its message, each behind a gutter of its own.
+fn split_group_message(piece: &str) -> Vec<String> {
+    if !GROUP_EXCEPTION.is_match(piece) {
+        return vec![piece.to_owned()];
+    }
+    let mut parts = piece.split(" | ").map(str::trim);
+    let first = parts.next().unwrap_or(piece).to_owned();
+    std::iter::once(first)
+        .chain(
+            parts
+                .filter(|part| !part.is_empty())
+                .map(|part| format!("| {part}")),
+        )
+        .collect()
 }
 
 /// Moves a cut back over a `|` gutter that stands alone before it.
@@ -240,7 +325,7 @@ fn split_python_frame_tail(piece: &str) -> Vec<String> {
     let Some(caps) = PY_EXCEPTION_IN_TAIL.captures(tail) else {
         return vec![piece.to_owned()];
     };
-    let Some(exception) = caps.get(1) else {
+    let Some(exception) = caps.get(1).or_else(|| caps.get(2)) else {
         return vec![piece.to_owned()];
     };
     let at = frame.end() + exception.start();
@@ -284,7 +369,12 @@ fn is_go_location(piece: &str) -> bool {
 /// a process name) that a flattened line carries before each former line.
 /// The prefix is the text before the first marker, cut at a word boundary,
 /// whose copies (digits may vary) stand right before most frame markers.
-fn strip_recurring_prefix(line: &str) -> Cow<'_, str> {
+///
+/// A logger may prefix only the first line of each record (Sidekiq logs the
+/// error line and the backtrace as two records); such a prefix stands before
+/// few markers, but when it starts with a date or a time and recurs, its
+/// copies are where lines started, and are returned as cuts.
+fn strip_recurring_prefix(line: &str) -> (Cow<'_, str>, Vec<usize>) {
     let first_marker = [CUT_BEFORE.find(line), CUT_ERROR.find(line)]
         .into_iter()
         .flatten()
@@ -300,20 +390,29 @@ fn strip_recurring_prefix(line: &str) -> Cow<'_, str> {
 
     let candidates = prefix_candidates(head);
     for candidate in candidates.iter().rev() {
-        let Some(copies) = prefix_copies(line, candidate, &markers) else {
+        let Some((copies, prefixed)) = prefix_copies(line, candidate, &markers) else {
             continue;
         };
+        let before_markers = prefixed * 2 >= markers.len();
+        let stamped = STAMPED.is_match(candidate) && copies.len() >= MIN_STAMPED_COPIES;
+        if !before_markers && !stamped {
+            continue;
+        }
         let mut out = String::with_capacity(line.len());
+        let mut starts = Vec::new();
         let mut from = 0;
         for (start, end) in copies {
             out.push_str(&line[from..start]);
             out.push(' ');
+            if !before_markers {
+                starts.push(out.len());
+            }
             from = end;
         }
         out.push_str(&line[from..]);
-        return Cow::Owned(out);
+        return (Cow::Owned(out), starts);
     }
-    Cow::Borrowed(line)
+    (Cow::Borrowed(line), Vec::new())
 }
 
 /// The word-boundary prefixes of `head`, shortest first.
@@ -331,9 +430,13 @@ fn prefix_candidates(head: &str) -> Vec<&str> {
 }
 
 /// The spans of `candidate`'s copies (by shape) standing alone between
-/// whitespace, when they are at least two and stand before at least half
-/// the frame markers.
-fn prefix_copies(line: &str, candidate: &str, markers: &[usize]) -> Option<Vec<(usize, usize)>> {
+/// whitespace, when they are at least two, and how many of the frame markers
+/// they stand right before.
+fn prefix_copies(
+    line: &str,
+    candidate: &str,
+    markers: &[usize],
+) -> Option<(Vec<(usize, usize)>, usize)> {
     // A literal part seen once rules the candidate out before any compiling.
     let literal = DIGITS.split(candidate).max_by_key(|part| part.len())?;
     line.match_indices(literal).nth(1)?;
@@ -366,7 +469,7 @@ fn prefix_copies(line: &str, candidate: &str, markers: &[usize]) -> Option<Vec<(
             nearest > 0 && is_gutter(&line[ends[nearest - 1]..at])
         })
         .count();
-    (prefixed * 2 >= markers.len()).then_some(copies)
+    Some((copies, prefixed))
 }
 
 #[cfg(test)]
@@ -415,6 +518,89 @@ mod tests {
                 "Caused by: java.lang.IllegalStateException: closed",
                 "    at a.B.d(B.java:2)",
             ]
+        );
+    }
+
+    #[test]
+    fn timestamped_prefix_of_each_record_marks_where_lines_started() {
+        // Only the first backtrace line carries the prefix: the backtrace
+        // was one record.
+        let line = "2024-06-03T10:15:02.118Z pid=7 tid=ow WARN: start \
+                    2024-06-03T10:15:02.119Z pid=7 tid=ow WARN: PG::ConnectionBad: refused \
+                    2024-06-03T10:15:02.119Z pid=7 tid=ow WARN: /gems/pg.rb:7:in `connect' \
+                    /gems/ar.rb:3:in `new' /gems/ar.rb:9:in `get' /app/job.rb:8:in `perform'";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "start",
+                "PG::ConnectionBad: refused",
+                "/gems/pg.rb:7:in `connect'",
+                "/gems/ar.rb:3:in `new'",
+                "/gems/ar.rb:9:in `get'",
+                "/app/job.rb:8:in `perform'",
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_detail_line_is_not_part_of_the_message() {
+        let line = "org.postgresql.util.PSQLException: ERROR: duplicate key value \
+                    Detail: Key (id)=(5) already exists. at org.postgresql.X.y(X.java:1)";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "org.postgresql.util.PSQLException: ERROR: duplicate key value",
+                "Detail: Key (id)=(5) already exists.",
+                "    at org.postgresql.X.y(X.java:1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn error_names_inside_a_message_stay_in_it() {
+        let line = "a.WrapException: nested exception is a.b.CauseException: x; see \
+                    java.lang.IllegalStateException: y at a.B.c(B.java:1) \
+                    Caused by: a.b.CauseException: x at a.B.d(B.java:2)";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "a.WrapException: nested exception is a.b.CauseException: x; see",
+                "java.lang.IllegalStateException: y",
+                "    at a.B.c(B.java:1)",
+                "Caused by: a.b.CauseException: x",
+                "    at a.B.d(B.java:2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn assertion_sides_and_group_message_lines_are_lines_of_their_own() {
+        let line = "thread 'w' panicked at src/a.rs:1:5: assertion `left == right` failed \
+                    left: 7 right: 9 note: run with `RUST_BACKTRACE=1`";
+        assert_eq!(
+            split_flattened(line),
+            vec![
+                "thread 'w' panicked at src/a.rs:1:5:",
+                "assertion `left == right` failed",
+                "left: 7",
+                "right: 9",
+                "note: run with `RUST_BACKTRACE=1`",
+            ]
+        );
+        let grouped = "| Traceback (most recent call last): |   File \"/a.py\", line 3, in f \
+                       | httpx.HTTPStatusError: Server error | For more: https://x +---- 2 ----";
+        let pieces = split_flattened(grouped);
+        assert_eq!(pieces[2], "| httpx.HTTPStatusError: Server error");
+        assert_eq!(pieces[3], "| For more: https://x");
+    }
+
+    #[test]
+    fn a_location_in_brackets_stays_in_its_message() {
+        let line = "goroutine 4 [running]: main.run() /app/run.go:9 +0x1d \
+                    2024/06/03 retrying: panic [/app/run.go:9]: index out of range";
+        assert_eq!(
+            split_flattened(line).last().map(String::as_str),
+            Some("2024/06/03 retrying: panic [/app/run.go:9]: index out of range")
         );
     }
 

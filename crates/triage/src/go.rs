@@ -9,10 +9,23 @@ use crate::block::{Block, ErrorLine, Link, Parsed, frame, number};
 use crate::normalize::re;
 
 static PANIC: LazyLock<Regex> = LazyLock::new(|| re(r"(?:^|\s)(panic|fatal error): (.*)$"));
+/// The error asynq makes of a panic it recovered from a handler:
+/// `panic [/app/tasks/x.go:41]: message`, the location of the panic inside.
+static RECOVERED_AT: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?:^|\s)panic \[(\S+?\.go):(\d+)\]: (.*)$"));
 static SIGNAL: LazyLock<Regex> = LazyLock::new(|| re(r"\[signal (\w+)"));
-static GOROUTINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*goroutine \d+ \[[^\]]*\]:"));
-static LOCATION: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^\s*(\S.*?\.(?:go|s|c)):(\d+)(?:\s+\+0x[0-9a-fA-F]+)?\s*$"));
+/// `goroutine 7 [running]:`; with `GOTRACEBACK=system` or `crash` since Go
+/// 1.23, `goroutine 7 gp=0xc000 m=4 mp=0xc000 [running]:`.
+static GOROUTINE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*goroutine \d+ (?:[gm]p?=\w+ )*\[[^\]]*\]:"));
+/// `\t/src/x.go:12 +0x1d`; with `GOTRACEBACK=system`, the frame's pointers
+/// follow (`fp=0xc000 sp=0xc000 pc=0x4a`).
+static LOCATION: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"^\s*(\S.*?\.(?:go|s|c)):(\d+)(?:\s+\+0x[0-9a-fA-F]+)?",
+        r"(?:\s+fp=0x[0-9a-fA-F]+\s+sp=0x[0-9a-fA-F]+\s+pc=0x[0-9a-fA-F]+)?\s*$",
+    ))
+});
 /// A package-qualified Go function without arguments: `a.com/b.(*T).M`.
 static GO_FUNCTION: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[\w.\-/]*\w\.(?:\(\*?\w+\)\.)?[\w.]+$"));
@@ -23,7 +36,10 @@ static CREATED_BY: LazyLock<Regex> =
 pub(crate) fn score(lines: &[String]) -> usize {
     let locations = lines.iter().filter(|line| LOCATION.is_match(line)).count();
     let goroutines = lines.iter().filter(|line| GOROUTINE.is_match(line)).count();
-    let panics = lines.iter().filter(|line| PANIC.is_match(line)).count();
+    let panics = lines
+        .iter()
+        .filter(|line| PANIC.is_match(line) || RECOVERED_AT.is_match(line))
+        .count();
     locations * 2 + (goroutines + panics) * 3
 }
 
@@ -65,11 +81,26 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
             previous = Some(line);
         }
     }
+    // Without a stack, asynq's error still says where the panic was.
+    if block.frames.is_empty()
+        && let Some(caps) = lines.iter().find_map(|line| RECOVERED_AT.captures(line))
+    {
+        let file = caps.get(1).map_or("", |m| m.as_str());
+        let line_no = caps.get(2).and_then(|m| number(m.as_str()));
+        block.push_frame(frame(file, line_no, None, None));
+    }
     parsed.push_block(block);
     parsed
 }
 
 fn panic_line(line: &str) -> Option<ErrorLine> {
+    if let Some(caps) = RECOVERED_AT.captures(line) {
+        return Some(ErrorLine {
+            error_type: "panic".to_owned(),
+            qualified: None,
+            message: caps.get(3)?.as_str().trim().to_owned(),
+        });
+    }
     let caps = PANIC.captures(line)?;
     let message = caps.get(2)?.as_str().trim();
     let message = message.strip_suffix(" [recovered]").unwrap_or(message);

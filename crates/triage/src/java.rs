@@ -59,6 +59,7 @@ fn parse_frame(line: &str) -> Option<Frame> {
 /// Parses every exception of the blob, in print order.
 pub(crate) fn parse(lines: &[String]) -> Parsed {
     let mut parsed = Parsed::default();
+    let mut nesting = Nesting::default();
     let mut current: Option<Block> = None;
 
     for (index, line) in lines.iter().enumerate() {
@@ -80,13 +81,15 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
             continue;
         };
         if let Some(done) = current.take() {
-            parsed.push_block(done);
+            nesting.keep(done, &mut parsed);
         }
+        nesting.enter(line);
         current = Some(Block::new(error, link));
     }
     if let Some(done) = current.take() {
-        parsed.push_block(done);
+        nesting.keep(done, &mut parsed);
     }
+    nesting.aside.into_iter().for_each(|b| parsed.push_block(b));
 
     // A header that no frame followed and nothing links to is noise (a log
     // line naming a class), unless it is all there is.
@@ -96,6 +99,51 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
             .retain(|block| !block.frames.is_empty() || block.link != Link::Independent);
     }
     parsed
+}
+
+/// Where the exception being read sits. The JVM prints a `Suppressed:`
+/// exception, and the causes it has, indented inside the exception that
+/// suppressed it, before that exception's own `Caused by:`. Those blocks are
+/// kept aside, so the `Caused by:` printed at the outer indentation after
+/// them still links to the exception that suppressed them.
+#[derive(Default)]
+struct Nesting {
+    /// The indentation of the first header: a pasted trace may be indented
+    /// as a whole.
+    base: Option<usize>,
+    /// The indentation of the open `Suppressed:` header.
+    suppressed_at: Option<usize>,
+    /// Whether the block being read is a suppressed one (or its cause).
+    in_aside: bool,
+    aside: Vec<Block>,
+}
+
+impl Nesting {
+    fn enter(&mut self, header_line: &str) {
+        let indent = crate::block::indent(header_line);
+        let base = *self.base.get_or_insert(indent);
+        if header_line.trim_start().starts_with("Suppressed:") {
+            self.suppressed_at = Some(indent);
+            self.in_aside = true;
+            return;
+        }
+        // Flattened or unindented, nothing tells a suppressed exception's
+        // cause from the outer one's; the outer one's is far more common.
+        self.in_aside = self
+            .suppressed_at
+            .is_some_and(|at| indent > base && indent >= at);
+        if !self.in_aside {
+            self.suppressed_at = None;
+        }
+    }
+
+    fn keep(&mut self, block: Block, parsed: &mut Parsed) {
+        if !self.in_aside {
+            parsed.push_block(block);
+        } else if self.aside.len() < crate::block::MAX_BLOCKS {
+            self.aside.push(block);
+        }
+    }
 }
 
 fn header(line: &str) -> Option<(ErrorLine, Link)> {

@@ -23,6 +23,7 @@ mod model;
 mod normalize;
 mod php;
 mod python;
+mod record;
 mod report;
 mod ruby;
 mod rust;
@@ -81,7 +82,8 @@ pub fn parse(text: &str, opts: &ParseOptions) -> Trace {
 }
 
 /// A returned error printed as `Error: outer` and a `Caused by:` list: the
-/// last cause is the root, the `Error:` line the outermost wrapper.
+/// last cause is the root, the `Error:` line the outermost wrapper (unless
+/// it is empty, and the list starts with the outermost error).
 fn apply_listed_causes(trace: &mut Trace, lines: &[String]) {
     let causes = report::listed_causes(lines);
     let Some(root) = causes.last() else {
@@ -95,12 +97,8 @@ fn apply_listed_causes(trace: &mut Trace, lines: &[String]) {
         message: error.message.clone(),
         frames: Vec::new(),
     };
-    trace.chain = causes
-        .iter()
-        .rev()
-        .chain(std::iter::once(&outer))
-        .map(as_chained)
-        .collect();
+    let outer = (!outer.message.is_empty()).then_some(&outer);
+    trace.chain = causes.iter().rev().chain(outer).map(as_chained).collect();
 }
 
 /// The language whose tell-tale lines are most numerous.
@@ -214,6 +212,10 @@ fn main_chain(groups: &[Vec<Block>]) -> Option<usize> {
     Some(longer.map_or(first, |(index, _)| index))
 }
 
+fn reaches_app(error: &model::ChainedError) -> bool {
+    error.frames.iter().any(|frame| frame.in_app)
+}
+
 fn same_error(a: &Block, b: &Block) -> bool {
     a.error.error_type == b.error.error_type && a.error.message == b.error.message
 }
@@ -246,6 +248,10 @@ fn root_frame(frames: &[Frame]) -> Option<usize> {
 ///
 /// A root cause whose printed frames are all outside the application gets
 /// the `shared` frames it left out: the call from the application is there.
+/// Failing that, it gets the frames of the nearest error it caused that
+/// reaches the application: a cause's own stack stops where it was caught
+/// (Python's `from`, Node's `[cause]:` of an I/O error), and the way there
+/// is printed with the error that wrapped it.
 fn mark_frames(trace: &mut Trace, opts: &ParseOptions, shared: Vec<Frame>) {
     let mut rooted = opts.root.as_deref().and_then(Rooted::new);
     let language = trace.language;
@@ -255,6 +261,12 @@ fn mark_frames(trace: &mut Trace, opts: &ParseOptions, shared: Vec<Frame>) {
     }
     if !origins.contains(&Origin::App) && !shared.is_empty() {
         trace.frames.extend(shared);
+        origins = classify(language, &mut trace.frames, rooted.as_mut());
+    }
+    if !origins.contains(&Origin::App)
+        && let Some(wrapper) = trace.chain.iter().skip(1).find(|e| reaches_app(e))
+    {
+        trace.frames.extend(wrapper.frames.iter().cloned());
         origins = classify(language, &mut trace.frames, rooted.as_mut());
     }
 

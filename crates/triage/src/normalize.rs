@@ -1,14 +1,15 @@
 //! Turns a pasted trace into clean lines before any language parser sees it.
-//! It undoes what logs and chat tools do to traces: JSON escaping, ANSI colour
-//! codes, HTML entities, Markdown quotes and fences, CRLF, traces flattened
-//! onto one line, and per-line log prefixes. Work is bounded by `MAX_INPUT_BYTES`.
+//! It undoes what logs and chat tools do to traces: structured log records
+//! (`record`), JSON escaping, ANSI colour codes, HTML entities, Markdown
+//! quotes and fences, CRLF, traces flattened onto one line, and per-line log
+//! prefixes. Work is bounded by `MAX_INPUT_BYTES`.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::flatten;
+use crate::{flatten, record};
 
 /// The most input the parser reads; longer input keeps its head and its tail,
 /// because Python prints the error last and most other runtimes print it first.
@@ -38,7 +39,7 @@ static FRAME_MARKER: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bat (?:async )?(?:new )?[^\s()]+ \([^()]*:\d+(?::\d+)?\)",
         r"|\bat (?:async )?[^\s()]+:\d+:\d+",
         r"|\bat [\w$.<>/]+\([^()]*\)",
-        r"|\bfrom \S+:\d+:in ",
+        r"|(?:\b\d+: )?\bfrom \S+:\d+:in ",
         r"|\S+\.rb:\d+:in ",
         r"|/\S+\.go:\d+ \+0x",
         r"|\bat \S+\.rs:\d+",
@@ -62,7 +63,7 @@ pub(crate) fn re(pattern: &str) -> Regex {
 /// Cleans `text` into lines.
 pub(crate) fn normalize(text: &str) -> Normalized {
     let (text, truncated) = cap(text);
-    let text = expand_json_records(&text);
+    let text = record::expand_records(&text);
     let text = unescape_json(&text);
     let text = ANSI.replace_all(&text, "").into_owned();
     let text = decode_html_entities(&text);
@@ -94,199 +95,6 @@ fn cap(text: &str) -> (String, bool) {
     }
     let joined = format!("{}\n{}", &text[..head_end], &text[tail_start..]);
     (joined, true)
-}
-
-/// Keys whose values hold a structured log record's text, in output order.
-const TEXT_KEYS: [&str; 14] = [
-    "msg",
-    "message",
-    "log",
-    "event",
-    "error",
-    "err",
-    "exception",
-    "exc_info",
-    "exc_text",
-    "stack",
-    "stack_trace",
-    "stacktrace",
-    "traceback",
-    "backtrace",
-];
-
-/// Keys whose value, when present in an error object, is the whole trace.
-const STACK_KEYS: [&str; 5] = [
-    "stack",
-    "stack_trace",
-    "stacktrace",
-    "traceback",
-    "backtrace",
-];
-
-/// Pairs of keys that failure records (Resque, Sidekiq, pg-boss) use for
-/// an error's class and its message.
-const TYPED_KEYS: [(&str, &str); 3] = [
-    ("exception", "error"),
-    ("exception_class", "exception_message"),
-    ("error_class", "error_message"),
-];
-
-/// `Class: message` when a record keeps the two apart, so the parsers see
-/// the error line a runtime would print.
-/// Returns the line and the two keys it used.
-fn typed_message(
-    map: &serde_json::Map<String, serde_json::Value>,
-) -> Option<(String, &'static str, &'static str)> {
-    TYPED_KEYS.iter().find_map(|&(type_key, message_key)| {
-        let error_type = map.get(type_key)?.as_str()?;
-        let message = map.get(message_key)?.as_str()?;
-        let is_type = TYPE_NAME.is_match(error_type);
-        is_type.then(|| (format!("{error_type}: {message}"), type_key, message_key))
-    })
-}
-
-/// A class name as failure records store it (`NoMethodError`, `Foo::Bar`).
-static TYPE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^(?:[A-Za-z_][\w$]*(?:\.|::))*[A-Z][\w$]*$"));
-
-/// How many layers of JSON are unwrapped: a record logged as the message of
-/// another record, itself behind a log prefix.
-const MAX_JSON_LAYERS: usize = 4;
-
-/// Replaces structured log records (a JSON object per line, as Docker, pino
-/// or structlog write them, or one pretty-printed object, each possibly
-/// behind a log prefix or a Markdown quote) by their text, layer by layer
-/// until no record is left.
-fn expand_json_records(text: &str) -> String {
-    let mut current = text.to_owned();
-    for _ in 0..MAX_JSON_LAYERS {
-        let Some(next) = expand_json_layer(&current) else {
-            break;
-        };
-        current = next;
-    }
-    current
-}
-
-/// One layer of records replaced by their text, or `None` when there is none.
-fn expand_json_layer(text: &str) -> Option<String> {
-    if let Some(expanded) = whole_record(text).or_else(|| prefixed_record(text)) {
-        return Some(expanded);
-    }
-    if !text.contains("{\"") {
-        return None;
-    }
-    let mut changed = false;
-    let lines: Vec<String> = text
-        .split('\n')
-        .map(|line| match line_record(line) {
-            Some(expanded) => {
-                changed = true;
-                expanded
-            }
-            None => line.to_owned(),
-        })
-        .collect();
-    changed.then(|| lines.join("\n"))
-}
-
-/// The text of `text` when all of it is one JSON object.
-fn whole_record(text: &str) -> Option<String> {
-    let trimmed = text.trim();
-    let is_record = trimmed.starts_with('{') && trimmed.ends_with('}');
-    is_record.then(|| record_text(trimmed)).flatten()
-}
-
-/// The text of one (pretty-printed) record whose every line carries the
-/// prefix its first line has before the `{` (a compose service, a Markdown
-/// quote), digits aside.
-fn prefixed_record(text: &str) -> Option<String> {
-    let first = text.lines().find(|line| !line.trim().is_empty())?;
-    let brace = first.find('{')?;
-    let prefix = first[..brace].trim_end();
-    if prefix.is_empty() || brace > MAX_PREFIX_LEN {
-        return None;
-    }
-    let shape = Regex::new(&format!("^{}", digit_shape(prefix))).ok()?;
-    let mut body = String::with_capacity(text.len());
-    for line in text.lines() {
-        if !line.trim().is_empty() {
-            let found = shape.find(line)?;
-            body.push_str(&line[found.end()..]);
-        }
-        body.push('\n');
-    }
-    whole_record(&body)
-}
-
-/// The text of a record that fills a line, or follows a short log prefix
-/// on it; the prefix is dropped like any log prefix.
-fn line_record(line: &str) -> Option<String> {
-    let candidate = line.trim();
-    if !candidate.ends_with('}') {
-        return None;
-    }
-    let brace = candidate.find('{')?;
-    if brace > MAX_PREFIX_LEN {
-        return None;
-    }
-    record_text(&candidate[brace..])
-}
-
-/// A pattern matching `text` with any digits where it has digits.
-fn digit_shape(text: &str) -> String {
-    DIGITS
-        .split(text)
-        .map(regex::escape)
-        .collect::<Vec<_>>()
-        .join(r"\d+")
-}
-
-/// The text fields of one JSON record, or `None` when it is not JSON or has
-/// none.
-fn record_text(candidate: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(candidate).ok()?;
-    let mut parts = Vec::new();
-    collect_text(&value, &mut parts, 0);
-    (!parts.is_empty()).then(|| parts.join("\n"))
-}
-
-fn collect_text(value: &serde_json::Value, parts: &mut Vec<String>, depth: usize) {
-    use serde_json::Value;
-    if depth > 4 {
-        return;
-    }
-    match value {
-        Value::String(text) => parts.push(text.trim_end_matches(['\n', '\r']).to_owned()),
-        Value::Array(items) => items
-            .iter()
-            .for_each(|item| collect_text(item, parts, depth + 1)),
-        Value::Object(map) => {
-            if depth > 0
-                && let Some(stack) = STACK_KEYS.iter().find_map(|key| map.get(*key))
-            {
-                collect_text(stack, parts, depth + 1);
-                return;
-            }
-            let typed = typed_message(map);
-            let mut used: &[&str] = &[];
-            let pair;
-            if let Some((line, type_key, message_key)) = typed {
-                parts.push(line);
-                pair = [type_key, message_key];
-                used = &pair;
-            }
-            for key in TEXT_KEYS {
-                if used.contains(&key) {
-                    continue;
-                }
-                if let Some(field) = map.get(key) {
-                    collect_text(field, parts, depth + 1);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Undoes JSON string escaping when the text is a JSON string, or when it

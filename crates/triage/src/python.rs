@@ -27,6 +27,9 @@ static REPR: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?:^|:\s)([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Iteration|Warning))\((.*)\)\s*$")
 });
 
+/// One error's repr as the only argument of another's.
+static INNER_REPR: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z]\w*\((.*)\)$"));
+
 const CAUSE_MARKER: &str = "The above exception was the direct cause of the following exception";
 const CONTEXT_MARKER: &str = "During handling of the above exception, another exception occurred";
 
@@ -49,6 +52,10 @@ struct State {
     /// The indentation of the last `File` line, while its source may follow.
     frame_indent: Option<usize>,
     expect_source: bool,
+    /// The line just parsed was an exception without a message, which is how
+    /// billiard's `ExceptionWithTraceback` and `RemoteTraceback` introduce
+    /// the traceback they quote in `"""` on the next line.
+    error_without_message: bool,
 }
 
 impl State {
@@ -104,6 +111,13 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
 }
 
 fn parse_line(state: &mut State, line: &str) {
+    let quotes_its_cause = std::mem::take(&mut state.error_without_message);
+    if quotes_its_cause && line.trim() == "\"\"\"" {
+        // The quoted traceback is the remote error this one carries.
+        state.finish_block();
+        state.pending_link = Some(Link::CauseOfPrevious);
+        return;
+    }
     if HEADER.is_match(line) {
         state.start_block();
         return;
@@ -164,6 +178,7 @@ fn parse_other_line(state: &mut State, line: &str) {
     let Some(error) = exception_line(line) else {
         return;
     };
+    state.error_without_message = error.message.is_empty();
     if let Some(block) = state.current.as_mut() {
         block.error = error;
     }
@@ -195,26 +210,41 @@ fn apply_header_repr(parsed: &mut Parsed, lines: &[String]) {
     }
 }
 
-fn repr_error(line: &str) -> Option<ErrorLine> {
+/// The error of a `Type(args)` repr ending a job framework's log line
+/// (`raised unexpected: KeyError('id')`, `retry: Retry in 60s: X(...)`).
+pub(crate) fn repr_error(line: &str) -> Option<ErrorLine> {
     let caps = REPR.captures(line)?;
     let error_type = caps.get(1)?.as_str().to_owned();
-    let args = caps.get(2)?.as_str().trim().trim_end_matches(',').trim();
-    // Python 2 unicode literals print as u'...'.
-    let args = args
-        .strip_prefix('u')
-        .filter(|a| a.starts_with('\''))
-        .unwrap_or(args);
-    // str() of a KeyError is the repr of its key; of other errors, the text.
+    let args = repr_args(caps.get(2)?.as_str());
+    // str() of a KeyError is the repr of its key; of other errors, the text,
+    // which for an error wrapping another (`X(Inner("text"))`) is the inner's.
     let message = if error_type == "KeyError" {
         args
     } else {
-        strip_quotes(args)
+        INNER_REPR
+            .captures(args)
+            .and_then(|inner| inner.get(1))
+            .map_or(args, |inner| repr_args(inner.as_str()))
+    };
+    let message = if error_type == "KeyError" {
+        message
+    } else {
+        strip_quotes(message)
     };
     Some(ErrorLine {
         error_type,
         qualified: None,
         message: message.to_owned(),
     })
+}
+
+/// A repr's arguments without the trailing comma of a one-element tuple
+/// and the `u` of Python 2's unicode literals.
+fn repr_args(args: &str) -> &str {
+    let args = args.trim().trim_end_matches(',').trim();
+    args.strip_prefix('u')
+        .filter(|a| a.starts_with('\''))
+        .unwrap_or(args)
 }
 
 fn strip_quotes(text: &str) -> &str {
@@ -248,6 +278,16 @@ mod tests {
     }
 
     #[test]
+    fn repr_of_an_error_wrapping_another_gives_the_inner_text() {
+        let error =
+            repr_error("retry: Retry in 60s: ConnectionError(MaxRetryError(\"pool full\"))");
+        assert_eq!(
+            error.map(|e| (e.error_type, e.message)),
+            Some(("ConnectionError".into(), "pool full".into()))
+        );
+    }
+
+    #[test]
     fn exception_group_reports_the_group_not_a_repr_in_its_source() {
         let parsed = parse(&lines(
             "  + Exception Group Traceback (most recent call last):\n  |   File \"/app/x.py\", line 3, \
@@ -259,6 +299,18 @@ mod tests {
             (error.error_type.as_str(), error.message.as_str()),
             ("ExceptionGroup", "many (1 sub-exception)")
         );
+    }
+
+    #[test]
+    fn traceback_quoted_after_an_empty_exception_is_its_cause() {
+        let parsed = parse(&lines(
+            "Traceback (most recent call last):\n  File \"/lib/pool.py\", line 9, in lost\n    \
+             raise Lost()\nbilliard.einfo.ExceptionWithTraceback: \n\"\"\"\nTraceback (most recent \
+             call last):\n  File \"/lib/pool.py\", line 9, in lost\n    raise Lost()\nLost: gone\n\"\"\"",
+        ));
+        let links: Vec<Link> = parsed.blocks.iter().map(|b| b.link).collect();
+        assert_eq!(links, vec![Link::Independent, Link::CauseOfPrevious]);
+        assert_eq!(parsed.blocks[1].error.message, "gone");
     }
 
     #[test]

@@ -18,8 +18,17 @@ static MESSAGE_FIELD: LazyLock<Regex> =
 static BOLD_TITLE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*\*\*([A-Z][\w:.]*)\*\*(?:\s+in\s+.*)?\s*$"));
 
+/// How Node's inspector shows an error without a stack: `[Name: message]`,
+/// as an unhandled rejection with a non-error reason prints.
+static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?:^|\s)\[([A-Z][\w$]*(?:Error|Exception|Rejection|Warning)): ([^\]]*)\]")
+});
+
 /// An `anyhow`/`eyre` cause entry: `    0: message` under `Caused by:`.
 static CAUSE_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+(?:\d+:\s+)?(\S.*)$"));
+
+/// The first entry of a numbered cause list: `   0: message`.
+static NUMBERED_ENTRY: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+0:\s+\S"));
 
 /// The longest best-effort message kept.
 const MAX_MESSAGE_CHARS: usize = 500;
@@ -72,7 +81,18 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
     if let Some(error) = markdown_error(lines) {
         return error;
     }
+    if let Some(error) = lines.iter().find_map(|line| bracketed_error(line)) {
+        return error;
+    }
     if let Some(error) = lines.iter().find_map(|line| find_error_token(line)) {
+        return error;
+    }
+    // A job framework's log line naming a Python error by its repr, with
+    // no traceback (`Task x retry: Retry in 60s: ConnectionError(...)`).
+    if let Some(error) = lines
+        .iter()
+        .find_map(|line| crate::python::repr_error(line))
+    {
         return error;
     }
     let mentions = |line: &&String| {
@@ -97,19 +117,47 @@ pub(crate) fn best_effort_error(lines: &[String]) -> ErrorLine {
     }
 }
 
+fn bracketed_error(line: &str) -> Option<ErrorLine> {
+    let caps = BRACKETED.captures(line)?;
+    Some(ErrorLine {
+        error_type: caps.get(1)?.as_str().to_owned(),
+        qualified: None,
+        message: caps.get(2)?.as_str().trim().to_owned(),
+    })
+}
+
 /// The causes listed under a `Caused by:` line (Rust's `anyhow` and `eyre`
-/// print a returned error this way), outermost first.
+/// print a returned error this way), outermost first. Flattened, a single
+/// cause shares the label's line. `color-eyre` lists the error and its
+/// causes, numbered, right under an empty `Error:` line.
 pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
-    let Some(start) = lines.iter().position(|line| line.trim() == "Caused by:") else {
+    let labelled = lines
+        .iter()
+        .position(|line| line.trim().starts_with("Caused by:"));
+    let numbered_under_error = || {
+        lines
+            .windows(2)
+            .position(|pair| pair[0].trim() == "Error:" && NUMBERED_ENTRY.is_match(&pair[1]))
+    };
+    let Some(start) = labelled.or_else(numbered_under_error) else {
         return Vec::new();
     };
-    lines[start + 1..]
+    let inline = lines[start]
+        .trim()
+        .strip_prefix("Caused by:")
+        .map(str::trim)
+        .filter(|rest| !rest.is_empty());
+    let listed = lines[start + 1..]
         .iter()
         .map_while(|line| CAUSE_ENTRY.captures(line)?.get(1))
+        .map(|message| message.as_str());
+    inline
+        .into_iter()
+        .chain(listed)
         .map(|message| ErrorLine {
             error_type: "Error".to_owned(),
             qualified: None,
-            message: message.as_str().trim().to_owned(),
+            message: message.trim().to_owned(),
         })
         .collect()
 }
@@ -117,6 +165,40 @@ pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn color_eyre_lists_the_error_and_its_causes_under_an_empty_error_line() {
+        let lines: Vec<String> = [
+            "Error: ",
+            "   0: job 7 failed",
+            "   1: db down",
+            "",
+            "Location:",
+        ]
+        .map(str::to_owned)
+        .into();
+        let causes: Vec<String> = listed_causes(&lines)
+            .into_iter()
+            .map(|c| c.message)
+            .collect();
+        assert_eq!(causes, vec!["job 7 failed", "db down"]);
+    }
+
+    #[test]
+    fn a_single_cause_on_the_label_line_is_listed() {
+        let lines: Vec<String> = [
+            "Error: job 4 failed",
+            "Caused by: bad json",
+            "Stack backtrace:",
+        ]
+        .map(str::to_owned)
+        .into();
+        let causes: Vec<String> = listed_causes(&lines)
+            .into_iter()
+            .map(|c| c.message)
+            .collect();
+        assert_eq!(causes, vec!["bad json"]);
+    }
 
     #[test]
     fn inline_code_with_backticks_inside_is_unwrapped() {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::block::{Block, ErrorLine, Link, Parsed, frame, number};
+use crate::block::{Block, ErrorLine, Link, Parsed, frame, number, split_location};
 use crate::model::Frame;
 use crate::normalize::re;
 
@@ -25,6 +25,11 @@ static ENTRY: LazyLock<Regex> =
 static INLINED: LazyLock<Regex> = LazyLock::new(|| re(r"^\s{4,}(\S*::\S*(?: as \S+)?)\s*$"));
 static AT: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*at\s+(.+?):(\d+)(?::(\d+))?\s*$"));
 static HASH_SUFFIX: LazyLock<Regex> = LazyLock::new(|| re(r"::h[0-9a-f]{16}$"));
+/// `eyre`'s `Location:` section: where a returned error was made, on the
+/// line below it (on the same line once flattened).
+static LOCATION_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*Location:\s*(\S+\.rs:\d+(?::\d+)?)?\s*$"));
+static LOCATION_PATH: LazyLock<Regex> = LazyLock::new(|| re(r"^\s+(\S+\.rs:\d+(?::\d+)?)\s*$"));
 
 /// How many lines an old-format message may span.
 const MAX_MESSAGE_LINES: usize = 40;
@@ -40,7 +45,22 @@ pub(crate) fn score(lines: &[String]) -> usize {
         .iter()
         .filter(|line| AT.is_match(line) && line.contains(".rs:"))
         .count();
-    (panics + backtraces) * 5 + locations * 2
+    let made_at = usize::from(error_location(lines).is_some());
+    (panics + backtraces + made_at) * 5 + locations * 2
+}
+
+/// The frame of `eyre`'s `Location:` section, if there is one.
+fn error_location(lines: &[String]) -> Option<Frame> {
+    let at = lines
+        .iter()
+        .position(|line| LOCATION_LABEL.is_match(line))?;
+    let inline = LOCATION_LABEL.captures(&lines[at])?.get(1);
+    let below = || {
+        let next = lines.get(at + 1)?;
+        LOCATION_PATH.captures(next)?.get(1)
+    };
+    let (file, line, column) = split_location(inline.or_else(below)?.as_str());
+    Some(frame(file, line, column, None))
 }
 
 /// Parses the first panic and its backtrace.
@@ -49,7 +69,10 @@ pub(crate) fn parse(lines: &[String]) -> Parsed {
     let Some(start) = lines.iter().position(|line| PANIC_START.is_match(line)) else {
         // A returned error (`anyhow`, `eyre`) with its `Stack backtrace:`:
         // the frames are here, the error comes from its cause list.
-        let frames = parse_backtrace(lines);
+        let mut frames = parse_backtrace(lines);
+        if frames.is_empty() {
+            frames.extend(error_location(lines));
+        }
         if !frames.is_empty() {
             let mut block = Block::new(ErrorLine::default(), Link::Independent);
             frames.into_iter().for_each(|f| block.push_frame(f));
@@ -109,9 +132,10 @@ fn old_format(thread: String, tail: &str, rest: &[String]) -> Option<Panic> {
     let mut following = rest.iter().take(MAX_MESSAGE_LINES);
     loop {
         if let Some(caps) = OLD_TAIL.captures(&text) {
+            let message = caps.get(1)?.as_str().lines().next().unwrap_or("");
             return Some(Panic {
                 thread,
-                error: panic_error(caps.get(1)?.as_str().to_owned()),
+                error: panic_error(message.trim().to_owned()),
                 file: caps.get(2)?.as_str().to_owned(),
                 line: caps.get(3).and_then(|m| number(m.as_str())),
                 column: caps.get(4).and_then(|m| number(m.as_str())),
@@ -122,28 +146,20 @@ fn old_format(thread: String, tail: &str, rest: &[String]) -> Option<Panic> {
     }
 }
 
-/// The message lines after a new-format header, up to the backtrace or note.
+/// The message after a new-format header: the line below it. A message of
+/// several lines (`assert_eq!` adds `left:` and `right:`) keeps its first,
+/// as every runtime's does here: the rest varies from run to run.
 fn new_format_message(rest: &[String]) -> String {
-    let mut message = Vec::new();
-    for line in rest.iter().take(MAX_MESSAGE_LINES) {
-        let trimmed = line.trim();
-        let ends = trimmed.is_empty()
-            || BACKTRACE.is_match(line)
-            || trimmed.starts_with("note: ")
-            || PANIC_START.is_match(line);
-        if ends {
-            break;
-        }
-        message.push(line.trim_end());
+    let Some(line) = rest.first() else {
+        return String::new();
+    };
+    let trimmed = line.trim();
+    let ends =
+        BACKTRACE.is_match(line) || trimmed.starts_with("note: ") || PANIC_START.is_match(line);
+    if ends {
+        return String::new();
     }
-    // A stripped log prefix may leave its separator space on every line.
-    let common = message
-        .iter()
-        .map(|line| crate::block::indent(line))
-        .min()
-        .unwrap_or(0);
-    let dedented: Vec<&str> = message.iter().map(|line| &line[common..]).collect();
-    dedented.join("\n")
+    trimmed.to_owned()
 }
 
 fn panic_error(message: String) -> ErrorLine {
@@ -183,17 +199,18 @@ fn parse_backtrace(lines: &[String]) -> Vec<Frame> {
 }
 
 /// Puts the panic location first and drops the panic machinery (the leading
-/// `std`/`core` frames) the backtrace starts with; a backtrace frame at the
-/// location absorbs it.
+/// `std`/`core` frames) the backtrace starts with. A backtrace frame at the
+/// location absorbs it, wherever it sits: indexing and `unwrap` leave frames
+/// of `core` between the machinery and the caller.
 fn push_frames(block: &mut Block, location: Frame, backtrace: Vec<Frame>) {
-    let mut rest = backtrace
+    let rest: Vec<Frame> = backtrace
         .into_iter()
         .skip_while(|f| f.function.as_deref().is_some_and(is_panic_machinery))
-        .peekable();
+        .collect();
 
     let same_place = rest
-        .peek()
-        .is_some_and(|f| f.line == location.line && same_file(&f.file, &location.file));
+        .iter()
+        .any(|f| f.line == location.line && same_file(&f.file, &location.file));
     if !same_place {
         block.push_frame(location);
     }
@@ -221,12 +238,40 @@ fn is_panic_machinery(symbol: &str) -> bool {
     )
 }
 
-/// The crate a symbol belongs to: `a::b::c` is `a`, `<a::T as b::Tr>::f` is `a`.
+/// The crate a symbol belongs to: `a::b::c` is `a`, `<a::T as b::Tr>::f` is
+/// `a`, and `<usize as b::Tr>::f` is `b` (a primitive type's impl lives in the
+/// trait's crate). MSVC spells some types `enum$<...>` and `tuple$<...>`.
 pub(crate) fn symbol_crate(symbol: &str) -> &str {
     let symbol = symbol.trim_start_matches(['<', '&', '*', ' ', '_']);
     let symbol = symbol.strip_prefix("mut ").unwrap_or(symbol);
+    let symbol = ["enum$<", "tuple$<"]
+        .iter()
+        .find_map(|msvc| symbol.strip_prefix(msvc))
+        .unwrap_or(symbol);
+    let symbol = match symbol.split_once(" as ") {
+        Some((self_type, trait_path)) if !self_type.contains("::") => trait_path,
+        _ => symbol,
+    };
     let end = symbol
         .find(|c: char| !(c.is_alphanumeric() || c == '_'))
         .unwrap_or(symbol.len());
     &symbol[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbol_crates_of_impls_and_msvc_names() {
+        assert_eq!(
+            symbol_crate("<usize as core::slice::index::SliceIndex<[T]>>::index"),
+            "core"
+        );
+        assert_eq!(symbol_crate("<app::Job as core::fmt::Display>::fmt"), "app");
+        assert_eq!(
+            symbol_crate("enum$<core::result::Result<u8,app::E>, 1, 0, Err>::unwrap<u8,app::E>"),
+            "core"
+        );
+    }
 }

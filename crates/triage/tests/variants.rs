@@ -390,3 +390,11 @@ fn two_megabyte_flattened_line_with_a_prefix_on_every_frame_is_cut() {
     let trace = parse_default(&text);
     assert!(trace.input_truncated);
 }
+
+#[test]
+fn two_megabytes_of_joined_json_records_behind_prefixes_are_cut() {
+    let line = r#"w-1 | {"msg":"Error: a","job":{"error_class":"E","error_message":"m","error_backtrace":["/a.rb:1:in `x'"]}} w-1 | {"msg":"x"} junk {"a":1}"#;
+    let text = format!("{line}\n").repeat((2 << 20) / line.len());
+    let trace = parse_default(&text);
+    assert!(trace.input_truncated);
+}
