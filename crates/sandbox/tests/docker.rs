@@ -370,18 +370,7 @@ async fn auto_prefers_bubblewrap_and_docker_choice_runs_docker() {
 /// under the limit could still fill the host's disk through the bind-mounted workspace.
 #[tokio::test]
 async fn what_a_container_writes_in_all_is_bounded_however_many_files() {
-    // Bounded at 64 MiB per place, so a limit that does not bite cannot fill the disk.
-    let code = "import errno, json, os\n\
-                def fill(directory):\n    \
-                    written, error = 0, None\n    \
-                    try:\n        \
-                        for n in range(64):\n            \
-                            with open(os.path.join(directory, f'part-{n}.bin'), 'wb') as f:\n                \
-                                f.write(b'x' * (1 << 20))\n            \
-                            written += 1 << 20\n    \
-                    except OSError as e:\n        error = errno.errorcode.get(e.errno)\n    \
-                    return {'mib': written >> 20, 'error': error}\n\
-                print(json.dumps({place: fill(place) for place in ('.', '/tmp')}))\n";
+    let code = include_str!("fixtures/fill.py");
     let opts = SandboxOptions {
         workspace_bytes: 8 << 20,
         tmp_bytes: 4 << 20,
@@ -393,7 +382,7 @@ async fn what_a_container_writes_in_all_is_bounded_however_many_files() {
 
     let out = docker()
         .await
-        .run(&spec, &ws, &root, &opts, b"")
+        .run(&spec, &ws, &root, &opts, br#"[".", "/tmp"]"#)
         .await
         .unwrap();
 

@@ -168,25 +168,14 @@ async fn writes_stay_in_the_sandbox_and_the_host_stays_untouched() {
 /// under the limit could still fill the host's disk through the workspace.
 #[tokio::test]
 async fn what_a_run_writes_in_all_is_bounded_however_many_files() {
-    // Bounded at 64 MiB per place, so a limit that does not bite cannot fill the disk.
-    let code = "import errno, json, os\n\
-                def fill(directory):\n    \
-                    written, error = 0, None\n    \
-                    try:\n        \
-                        for n in range(64):\n            \
-                            with open(os.path.join(directory, f'part-{n}.bin'), 'wb') as f:\n                \
-                                f.write(b'x' * (1 << 20))\n            \
-                            written += 1 << 20\n    \
-                    except OSError as e:\n        error = errno.errorcode.get(e.errno)\n    \
-                    return {'mib': written >> 20, 'error': error}\n\
-                print(json.dumps({place: fill(place) for place in ('.', '/tmp', '/dev/shm')}))\n";
+    let code = include_str!("fixtures/fill.py");
     let opts = SandboxOptions {
         workspace_bytes: 8 << 20,
         tmp_bytes: 4 << 20,
         shm_bytes: 2 << 20,
         ..SandboxOptions::default()
     };
-    let out = run_in_sandbox(code, &opts, b"").await;
+    let out = run_in_sandbox(code, &opts, br#"[".", "/tmp", "/dev/shm"]"#).await;
     let seen = stdout_json(&out);
     for (place, limit_mib) in [(".", 8), ("/tmp", 4), ("/dev/shm", 2)] {
         assert_eq!(seen[place]["error"], "ENOSPC", "{place}: {seen}");

@@ -759,9 +759,15 @@ fn sandboxed_job_dies_with_a_killed_server() {
 
 /// Ids of the containers a SmartWorker with process id `pid` started, stopped ones included.
 fn containers_of(pid: u32) -> Vec<String> {
+    docker_ps(pid, &["--all"])
+}
+
+/// `docker ps -q` of the containers labelled with SmartWorker process id `pid`, and `more`.
+fn docker_ps(pid: u32, more: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
+        .args(["ps", "-q", "--filter"])
         .arg(format!("label=smartworker.pid={pid}"))
+        .args(more)
         .output()
         .unwrap();
     assert!(
@@ -777,20 +783,7 @@ fn containers_of(pid: u32) -> Vec<String> {
 
 /// Ids of the running containers a SmartWorker with process id `pid` started.
 fn running_containers_of(pid: u32) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-q", "--filter", "status=running", "--filter"])
-        .arg(format!("label=smartworker.pid={pid}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    docker_ps(pid, &["--filter", "status=running"])
 }
 
 fn sandbox_image() -> String {

@@ -166,38 +166,34 @@ pub(crate) fn listed_causes(lines: &[String]) -> Vec<ErrorLine> {
 mod tests {
     use super::*;
 
+    fn causes_in(lines: &[&str]) -> Vec<String> {
+        let lines: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        listed_causes(&lines)
+            .into_iter()
+            .map(|c| c.message)
+            .collect()
+    }
+
     #[test]
     fn color_eyre_lists_the_error_and_its_causes_under_an_empty_error_line() {
-        let lines: Vec<String> = [
+        let report = [
             "Error: ",
             "   0: job 7 failed",
             "   1: db down",
             "",
             "Location:",
-        ]
-        .map(str::to_owned)
-        .into();
-        let causes: Vec<String> = listed_causes(&lines)
-            .into_iter()
-            .map(|c| c.message)
-            .collect();
-        assert_eq!(causes, vec!["job 7 failed", "db down"]);
+        ];
+        assert_eq!(causes_in(&report), vec!["job 7 failed", "db down"]);
     }
 
     #[test]
     fn a_single_cause_on_the_label_line_is_listed() {
-        let lines: Vec<String> = [
+        let report = [
             "Error: job 4 failed",
             "Caused by: bad json",
             "Stack backtrace:",
-        ]
-        .map(str::to_owned)
-        .into();
-        let causes: Vec<String> = listed_causes(&lines)
-            .into_iter()
-            .map(|c| c.message)
-            .collect();
-        assert_eq!(causes, vec!["bad json"]);
+        ];
+        assert_eq!(causes_in(&report), vec!["bad json"]);
     }
 
     #[test]

@@ -7,18 +7,7 @@ mod support;
 
 const FIXTURES: &str = include_str!("fixtures/traces.jsonl");
 
-macro_rules! cases {
-    ($($name:ident => $id:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                support::check_case(FIXTURES, $id);
-            }
-        )*
-    };
-}
-
-cases! {
+support::cases! {
     c01_celery_keyerror_behind_compose_prefix => "c01",
     c03_rq_job_in_site_packages_behind_honcho_prefix => "c03",
     c05_dramatiq_keyerror_raised_inside_third_party_library => "c05",

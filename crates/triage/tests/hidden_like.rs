@@ -7,18 +7,7 @@ mod support;
 
 const FIXTURES: &str = include_str!("fixtures/hidden_like.jsonl");
 
-macro_rules! cases {
-    ($($name:ident => $id:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                support::check_case(FIXTURES, $id);
-            }
-        )*
-    };
-}
-
-cases! {
+support::cases! {
     h01_flattened_celery_header_and_traceback_on_one_line => "h01",
     h02_nested_exception_groups_report_the_first_leaf => "h02",
     h03_during_handling_chain_behind_syslog_seconds_that_change => "h03",

@@ -6,18 +6,7 @@ mod support;
 
 const FIXTURES: &str = include_str!("fixtures/more_traces.jsonl");
 
-macro_rules! cases {
-    ($($name:ident => $id:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                support::check_case(FIXTURES, $id);
-            }
-        )*
-    };
-}
-
-cases! {
+support::cases! {
     m01_celery_traceback_behind_journald_prefix => "m01",
     m02_rq_traceback_behind_kubernetes_cri_prefix => "m02",
     m03_dramatiq_on_heroku_skips_the_heroku_python_dir => "m03",

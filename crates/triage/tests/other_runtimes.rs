@@ -10,18 +10,7 @@ use smartworker_triage::{Language, ParseOptions, parse};
 
 const FIXTURES: &str = include_str!("fixtures/other_runtimes.jsonl");
 
-macro_rules! cases {
-    ($($name:ident => $id:literal,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                support::check_case(FIXTURES, $id);
-            }
-        )*
-    };
-}
-
-cases! {
+support::cases! {
     d01_hangfire_async_job_behind_console_logger_indent => "d01",
     d02_quartz_inner_exception_is_the_root_cause => "d02",
     d03_net_framework_inner_exceptions_on_the_header_line => "d03",

@@ -4,6 +4,20 @@
 use serde_json::Value;
 use smartworker_triage::{Frame, ParseOptions, Trace, parse};
 
+/// One test per case: `name => "id",` checks case `id` of the file's `FIXTURES` with
+/// [`check_case`].
+macro_rules! cases {
+    ($($name:ident => $id:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                support::check_case(FIXTURES, $id);
+            }
+        )*
+    };
+}
+pub(crate) use cases;
+
 fn case(fixtures: &str, id: &str) -> Value {
     fixtures
         .lines()
