@@ -263,6 +263,9 @@ impl NewJob {
         if self.name.len() > MAX_QUEUE_NAME {
             return Err(InvalidJob::NameTooLong(self.name.len()));
         }
+        if self.opts.priority > MAX_PRIORITY {
+            return Err(InvalidJob::PriorityTooHigh(self.opts.priority));
+        }
         if let Some(id) = &self.opts.job_id
             && id.parse::<i64>().is_ok()
         {
@@ -271,6 +274,9 @@ impl NewJob {
         Ok(())
     }
 }
+
+/// The highest job priority, as in BullMQ: its priority counter shares one score with it.
+pub const MAX_PRIORITY: u32 = 1 << 21;
 
 /// Why a job or queue name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -296,6 +302,9 @@ pub enum InvalidJob {
     /// The payload's JSON is larger than [`MAX_PAYLOAD_BYTES`].
     #[error("payload is larger than the limit of {MAX_PAYLOAD_BYTES} bytes of JSON")]
     PayloadTooLarge,
+    /// `priority` was above [`MAX_PRIORITY`], which BullMQ's sorted-set score cannot hold.
+    #[error("priority {0} is too high: use 1 (first) to 2097152, or 0 for none")]
+    PriorityTooHigh(u32),
     /// A producer-chosen id that is an integer would collide with generated ids (as in BullMQ).
     #[error("custom job id {0:?} is an integer; custom ids must not be integers")]
     IntegerCustomId(String),
@@ -601,6 +610,19 @@ mod tests {
         assert_eq!(
             over.validate().unwrap_err().to_string(),
             "payload is larger than the limit of 16777216 bytes of JSON"
+        );
+    }
+
+    /// Reported: a priority of 4,000,000 was stored, which BullMQ readers cannot order.
+    #[test]
+    fn a_priority_above_bullmqs_highest_is_refused() {
+        let mut job = NewJob::new("q", "t", json!({}));
+        job.opts.priority = MAX_PRIORITY;
+        assert_eq!(job.validate(), Ok(()));
+        job.opts.priority = MAX_PRIORITY + 1;
+        assert_eq!(
+            job.validate(),
+            Err(InvalidJob::PriorityTooHigh(MAX_PRIORITY + 1))
         );
     }
 

@@ -13,5 +13,5 @@ pub use backend::{
 pub use handler::{Handler, JobFailure};
 pub use job::{
     Attempt, Backoff, FailureStep, HEAL_QUEUE, InvalidJob, Job, JobId, JobOptions, JobState,
-    KeepJobs, NewJob, autofix_requested, heal_job_for, validate_queue_name,
+    KeepJobs, MAX_PRIORITY, NewJob, autofix_requested, heal_job_for, validate_queue_name,
 };

@@ -1,6 +1,6 @@
 //! [`RedisBackend`]: the `QueueBackend` trait on Redis, in BullMQ's layout.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, is_refused_credentials};
 use crate::mapping::{Fields, bullmq_opts, public_id, read_job, read_state, split_id};
 use crate::options::{ConnectError, RedisOptions, has_hash_tag};
 use crate::scripts::Scripts;
@@ -44,13 +44,35 @@ impl RedisBackend {
     /// [`ConnectError`] naming the bad value or the unreachable URL (password hidden).
     pub async fn connect(opts: RedisOptions) -> Result<Self, ConnectError> {
         let backend = RedisBackend::open(opts)?;
-        if let Err(err) = backend.ping().await {
-            return Err(ConnectError::Unreachable {
-                url: backend.inner.opts.redacted_url(),
-                reason: err.to_string(),
-            });
+        match backend.inner.conn.ping_raw().await {
+            Ok(()) => Ok(backend),
+            Err(err) => Err(backend.connect_error(&err)),
         }
-        Ok(backend)
+    }
+
+    /// Opens the backend as [`RedisBackend::open`] does, so Redis may still be away, but
+    /// refuses credentials Redis turns down: a server that answers "wrong password" would
+    /// otherwise be retried forever.
+    ///
+    /// # Errors
+    /// As [`RedisBackend::open`], and [`ConnectError::Refused`].
+    pub async fn open_checked(opts: RedisOptions) -> Result<Self, ConnectError> {
+        let backend = RedisBackend::open(opts)?;
+        match backend.inner.conn.ping_raw().await {
+            Err(err) if is_refused_credentials(&err) => Err(backend.connect_error(&err)),
+            _ => Ok(backend),
+        }
+    }
+
+    /// What a failed first `PING` means: refused credentials, or no answer.
+    fn connect_error(&self, err: &redis::RedisError) -> ConnectError {
+        let url = self.inner.opts.redacted_url();
+        let reason = err.to_string();
+        if is_refused_credentials(err) {
+            ConnectError::Refused { url, reason }
+        } else {
+            ConnectError::Unreachable { url, reason }
+        }
     }
 
     /// Opens the backend without waiting for Redis: the first command connects, and until

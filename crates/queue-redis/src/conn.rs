@@ -160,6 +160,13 @@ impl Conn {
         self.observe(result)
     }
 
+    /// Sends `PING` and returns Redis's own error, without the outage bookkeeping.
+    pub(crate) async fn ping_raw(&self) -> Result<(), RedisError> {
+        let mut conn = self.any().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
     /// Runs one command on the shared connection.
     pub(crate) async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
         let result = match self.any().await {
@@ -322,6 +329,13 @@ fn crc16(bytes: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+/// Whether Redis refused this connection's credentials: a wrong password or user, or none
+/// given where one is required.
+pub(crate) fn is_refused_credentials(err: &RedisError) -> bool {
+    err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 fn is_connection_error(err: &RedisError) -> bool {

@@ -123,6 +123,18 @@ pub enum ConnectError {
     /// The backend was opened outside a Tokio runtime, which its connection needs.
     #[error("the redis backend must be opened inside a tokio runtime")]
     NoRuntime,
+    /// Redis answered but refused the credentials (a wrong password or user, or none where
+    /// one is required); retrying would not help.
+    #[error(
+        "redis at {url} refused the credentials: {reason}; check the user and password in \
+         APP_REDIS_URL"
+    )]
+    Refused {
+        /// The URL, password hidden.
+        url: String,
+        /// What Redis said.
+        reason: String,
+    },
     /// Redis did not answer.
     #[error("cannot reach redis at {url}: {reason}")]
     Unreachable {

@@ -312,6 +312,39 @@ async fn url_password_and_database_are_used_and_the_password_never_shows() {
     let err = err.to_string();
     assert!(err.contains(":***@127.0.0.1"), "{err}");
     assert!(!err.contains("wrong-pw"), "{err}");
+    assert!(err.contains("refused the credentials"), "{err}");
+
+    // `serve` opens without waiting for Redis, but a refused password is not an outage.
+    for url in [
+        format!("redis://:wrong-pw@127.0.0.1:{}/3", server.port()),
+        format!("redis://127.0.0.1:{}/3", server.port()),
+    ] {
+        let Err(err) = RedisBackend::open_checked(RedisOptions::new(url.clone())).await else {
+            panic!("opened {url} although redis refuses it");
+        };
+        assert!(matches!(err, ConnectError::Refused { .. }), "{url}: {err}");
+    }
+    let right = RedisBackend::open_checked(RedisOptions::new(url)).await;
+    assert!(right.is_ok(), "the right password was refused");
+}
+
+#[tokio::test]
+async fn open_checked_waits_for_a_redis_that_is_away() {
+    // A port nothing listens on: bound, read, and let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let backend = RedisBackend::open_checked(RedisOptions::new(url.clone()))
+        .await
+        .expect("an unreachable redis is an outage, not a refusal");
+    assert!(backend.ping().await.is_err());
+    let Err(err) = RedisBackend::connect(RedisOptions::new(url)).await else {
+        panic!("connected to nothing");
+    };
+    assert!(matches!(err, ConnectError::Unreachable { .. }), "{err}");
 }
 
 /// Collects log lines for one test.

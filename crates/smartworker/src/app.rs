@@ -90,6 +90,33 @@ fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
             .with_context(|| format!("opening the queue file {}", db.display()))?;
         return Ok(Arc::new(backend));
     }
+    let opts = redis_options(cfg)?;
+    let backend = RedisBackend::open(opts).with_context(|| redis_context(cfg))?;
+    Ok(Arc::new(backend))
+}
+
+/// As [`open_backend`], but a Redis that refuses the configured credentials is an error now
+/// rather than an outage retried forever.
+async fn open_backend_checked(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
+    if cfg.queue_store.backend == QueueBackendKind::Sqlite {
+        return open_backend(cfg);
+    }
+    let opts = redis_options(cfg)?;
+    let backend = RedisBackend::open_checked(opts)
+        .await
+        .with_context(|| redis_context(cfg))?;
+    Ok(Arc::new(backend))
+}
+
+/// The context of a Redis open error, naming the URL with its password hidden.
+fn redis_context(cfg: &Config) -> String {
+    let url = cfg.redis_connection_url();
+    let url = url.as_ref().map_or("", |u| u.expose());
+    format!("opening the redis queue backend at {}", redact(url))
+}
+
+/// The Redis backend's options, from `[redis]` and the queues' dead-letter queue names.
+fn redis_options(cfg: &Config) -> anyhow::Result<RedisOptions> {
     let url = cfg
         .redis_connection_url()
         .context("queue.backend is redis but neither APP_REDIS_URL nor APP_REDIS_HOST is set")?;
@@ -102,13 +129,7 @@ fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn QueueBackend>> {
         .iter()
         .filter_map(|(name, q)| Some((name.clone(), q.dead_letter_queue.clone()?)))
         .collect();
-    let backend = RedisBackend::open(opts).with_context(|| {
-        format!(
-            "opening the redis queue backend at {}",
-            redact(url.expose())
-        )
-    })?;
-    Ok(Arc::new(backend))
+    Ok(opts)
 }
 
 /// The embedded memory store in the queue file.
@@ -150,7 +171,8 @@ impl App {
     /// client cannot be built from its settings; when `memory.backend` is `postgres`, which
     /// needs [`App::connect`].
     pub fn open(cfg: Config) -> anyhow::Result<App> {
-        Self::assemble(cfg, None)
+        let backend = open_backend(&cfg)?;
+        Self::assemble(cfg, backend, None)
     }
 
     /// Opens every part the configuration names, connecting to PostgreSQL first (and running
@@ -163,13 +185,18 @@ impl App {
             MemoryBackendKind::Sqlite => None,
             MemoryBackendKind::Postgres => Some(postgres_memory(&cfg).await?),
         };
-        Self::assemble(cfg, memory)
+        let backend = open_backend_checked(&cfg).await?;
+        Self::assemble(cfg, backend, memory)
     }
 
-    /// Builds the app around `memory`, or around the embedded store when it is `None`.
-    fn assemble(cfg: Config, memory: Option<MemoryStore>) -> anyhow::Result<App> {
+    /// Builds the app around `backend` and `memory`, or around the embedded store when
+    /// `memory` is `None`.
+    fn assemble(
+        cfg: Config,
+        backend: Arc<dyn QueueBackend>,
+        memory: Option<MemoryStore>,
+    ) -> anyhow::Result<App> {
         let db = db_path(&cfg);
-        let backend = open_backend(&cfg)?;
         let memory = match memory {
             Some(memory) => memory,
             None => sqlite_memory(&cfg, &db)?,
@@ -306,6 +333,11 @@ impl App {
     /// True when the queue has a handler here.
     pub fn knows_queue(&self, queue: &str) -> bool {
         self.handlers.contains_key(queue)
+    }
+
+    /// The queues that have a handler here.
+    pub fn queue_names(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
     }
 
     /// A job for `queue`, with the queue's default options overlaid by the producer's `opts`.

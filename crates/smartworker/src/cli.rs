@@ -358,7 +358,7 @@ async fn jobs(app: &App, args: JobsArgs) -> anyhow::Result<()> {
             })?],
             None => JobState::ALL.to_vec(),
         };
-    let listed = collect(&app.backend, args.queue, &states, args.limit).await?;
+    let listed = collect(app, args.queue, &states, args.limit).await?;
     print_jobs(&listed)
 }
 
@@ -368,15 +368,22 @@ fn state_names() -> String {
     names.join(", ")
 }
 
+/// The newest `limit` jobs in `states`, of `queue` or of every queue.
+///
+/// A queue that is neither configured nor holds any job is refused: it is most likely a typo,
+/// and "no jobs" would hide it.
 async fn collect(
-    backend: &Arc<dyn QueueBackend>,
+    app: &App,
     queue: Option<String>,
     states: &[JobState],
     limit: usize,
 ) -> anyhow::Result<Vec<Job>> {
+    let backend = &app.backend;
+    let stored = backend.queues().await?;
     let queues = match queue {
-        Some(q) => vec![q],
-        None => backend.queues().await?,
+        Some(q) if app.knows_queue(&q) || stored.contains(&q) => vec![q],
+        Some(q) => bail!("no queue named {q:?}; {}", known_queues(app, &stored)),
+        None => stored,
     };
     let mut jobs = Vec::new();
     for queue in &queues {
@@ -387,6 +394,21 @@ async fn collect(
     jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
     jobs.truncate(limit);
     Ok(jobs)
+}
+
+/// The queues `collect` accepts, for its refusal.
+fn known_queues(app: &App, stored: &[String]) -> String {
+    let mut names: Vec<&str> = app
+        .queue_names()
+        .chain(stored.iter().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        "no queue is configured or holds a job".to_owned()
+    } else {
+        format!("known: {}", names.join(", "))
+    }
 }
 
 fn print_jobs(jobs: &[Job]) -> anyhow::Result<()> {
@@ -423,7 +445,7 @@ fn print_jobs(jobs: &[Job]) -> anyhow::Result<()> {
 async fn dead(app: &App, action: DeadAction) -> anyhow::Result<()> {
     match action {
         DeadAction::List { queue } => {
-            print_jobs(&collect(&app.backend, queue, &[JobState::Dead], 100).await?)?;
+            print_jobs(&collect(app, queue, &[JobState::Dead], 100).await?)?;
         }
         DeadAction::Retry { id } => {
             app.backend.retry_dead(&JobId(id.clone())).await?;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use smartworker::app::App;
 use smartworker::config::{Config, LoadOptions};
 use smartworker::server;
-use smartworker_queue_redis::testing::RedisServer;
+use smartworker_queue_redis::testing::{RedisServer, ServerOptions};
 use std::sync::Arc;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -139,4 +139,40 @@ async fn a_dead_redis_is_a_503_that_names_the_storage_and_clears_when_it_is_back
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(healthy, "/healthz never recovered after redis came back");
+}
+
+/// Reported: with a wrong password in `APP_REDIS_URL`, `serve` started and retried forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_redis_credentials_stop_start_up_with_the_reason() {
+    let redis = RedisServer::start_with(ServerOptions {
+        password: Some("right-pw".into()),
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let tmp = TempDir::new().unwrap();
+    let config_path = tmp.path().join("smartworker.toml");
+    std::fs::write(
+        &config_path,
+        format!("{BASE_TOML}\n[queue]\nbackend = \"redis\"\n"),
+    )
+    .unwrap();
+    let load = |url: String| {
+        Config::load(&LoadOptions {
+            config_path: Some(config_path.clone()),
+            cwd: tmp.path().to_owned(),
+            env: vec![("APP_REDIS_URL".into(), url)],
+        })
+        .unwrap()
+    };
+    let wrong = format!("redis://:wrong-pw@127.0.0.1:{}", redis.port());
+    let Err(err) = App::connect(load(wrong)).await else {
+        panic!("started with a password redis refuses");
+    };
+    let err = format!("{err:#}");
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(err.contains("APP_REDIS_URL"), "{err}");
+    assert!(!err.contains("wrong-pw"), "the password leaked: {err}");
+
+    let right = format!("redis://:right-pw@127.0.0.1:{}", redis.port());
+    assert!(App::connect(load(right)).await.is_ok());
 }

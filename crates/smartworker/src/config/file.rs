@@ -263,7 +263,7 @@ fn queue(
             "attempts" => queue.attempts = raw.positive_u32()?,
             "backoff" => queue.backoff = Some(backoff(doc, &path, value)?),
             "timeout_ms" => queue.timeout_ms = Some(raw.positive()?),
-            "lock_ms" => queue.lock_ms = raw.positive()?,
+            "lock_ms" => queue.lock_ms = lock_ms(&raw)?,
             "autofix" => queue.autofix = raw.boolean()?,
             "env" => queue.env = env_names(doc, &path, value)?,
             "mode" => queue.mode = command_mode::mode(&raw)?,
@@ -285,6 +285,22 @@ fn queue(
     queue.command = command;
     command_mode::check_processes(queue.mode, processes.as_ref())?;
     Ok(queue)
+}
+
+/// The shortest job lock, in milliseconds. A lock is renewed at half its length, so a shorter
+/// one would keep the store busy with renewals and let a slow renewal hand a running job to a
+/// second worker.
+const MIN_LOCK_MS: u64 = 1000;
+
+fn lock_ms(raw: &Raw) -> Result<u64, ConfigError> {
+    let ms = raw.positive()?;
+    if ms < MIN_LOCK_MS {
+        return Err(raw.invalid(format!(
+            "{ms} ms is too short: a lock is renewed at half its length; use at least \
+             {MIN_LOCK_MS}"
+        )));
+    }
+    Ok(ms)
 }
 
 /// A queue name, such as a dead-letter queue's.

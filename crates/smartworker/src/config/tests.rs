@@ -240,6 +240,24 @@ fn an_out_of_range_port_is_refused() {
     );
 }
 
+/// Reported: `lock_ms = 1` was taken, and renewed the lock every half millisecond.
+#[test]
+fn a_lock_shorter_than_a_second_is_refused() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[queues.signup]\ncommand = [\"x\"]\nlock_ms = 1\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![
+            "smartworker.toml:3: queues.signup.lock_ms: 1 ms is too short: a lock is renewed at half its length; use at least 1000"
+        ],
+    );
+}
+
 #[test]
 fn an_unknown_toml_key_is_refused_with_the_allowed_ones() {
     let project = Project::new();
