@@ -334,8 +334,17 @@ fn crc16(bytes: &[u8]) -> u16 {
 /// Whether Redis refused this connection's credentials: a wrong password or user, or none
 /// given where one is required.
 pub(crate) fn is_refused_credentials(err: &RedisError) -> bool {
-    err.kind() == redis::ErrorKind::AuthenticationFailed
+    if err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
+    {
+        return true;
+    }
+    // A refusal met while connecting (the `SELECT` of a database number in the URL) reaches
+    // us wrapped, with Redis's code gone and only its words left.
+    let text = err.to_string();
+    ["NOAUTH", "WRONGPASS", "Authentication required"]
+        .iter()
+        .any(|words| text.contains(words))
 }
 
 fn is_connection_error(err: &RedisError) -> bool {

@@ -293,7 +293,7 @@ async fn url_password_and_database_are_used_and_the_password_never_shows() {
         .await
         .unwrap();
     b.add(NewJob::new("q", "t", json!(1))).await.unwrap();
-    let mut conn = redis::Client::open(url)
+    let mut conn = redis::Client::open(url.clone())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -337,10 +337,9 @@ async fn open_checked_waits_for_a_redis_that_is_away() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}");
-    let backend = RedisBackend::open_checked(RedisOptions::new(url.clone()))
+    RedisBackend::open_checked(RedisOptions::new(url.clone()))
         .await
         .expect("an unreachable redis is an outage, not a refusal");
-    assert!(backend.ping().await.is_err());
     let Err(err) = RedisBackend::connect(RedisOptions::new(url)).await else {
         panic!("connected to nothing");
     };

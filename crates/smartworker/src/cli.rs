@@ -18,11 +18,10 @@ use crate::config::{Config, LoadOptions};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
-use smartworker_core::{Job, JobId, JobState, QueueBackend};
+use smartworker_core::{Job, JobId, JobState};
 use smartworker_memory::{GroupQuery, GroupSummary};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// SmartWorker: background jobs that heal themselves.

@@ -470,7 +470,7 @@ fn enqueue_reads_data_from_stdin_and_refuses_a_queue_without_handler() {
         .failure(r#"no queue named "nowhere""#);
     // A queue with a handler but no jobs yet is not a typo.
     assert_eq!(
-        project.run(&["jobs", "--queue", "echo"]).success().stdout,
+        project.run(&["jobs", "--queue", "greet"]).success().stdout,
         "no jobs\n"
     );
 }
