@@ -8,8 +8,9 @@ mod support;
 
 use serde::Deserialize;
 use smartworker_memory::{
-    DEFAULT_GROUP_THRESHOLD, Embedder, FailureInput, FailureRecord, FrameInput, MemoryStore,
-    QueryVector, SearchQuery, chunks_for_failure, cosine, embed_chunks, summary_text,
+    DEFAULT_GROUP_THRESHOLD, DEFAULT_SEARCH_FLOOR, Embedder, FailureInput, FailureRecord,
+    FrameInput, MemoryStore, QueryVector, SearchQuery, chunks_for_failure, cosine, embed_chunks,
+    summary_text,
 };
 use smartworker_triage::ParseOptions;
 
@@ -160,6 +161,47 @@ async fn a_search_for_the_errors_words_finds_its_group() {
         assert_eq!(hits[0].summary.group.id, expected, "{text}");
         assert_eq!(hits[0].vector_rank, Some(1), "{text}");
     }
+}
+
+/// Reported: a search for something never seen listed every group, the least unlike first.
+#[tokio::test]
+async fn a_search_for_something_never_seen_finds_nothing() {
+    let store = store().with_search_floor(DEFAULT_SEARCH_FLOOR);
+    let missing = record(
+        &store,
+        failure("1", &user_missing(5, "r-1", 12, "handle_login")),
+    )
+    .await;
+    record(&store, failure("2", &age_type_error(71))).await;
+
+    let embedder = support::embedder();
+    let search = |text: &'static str| {
+        let embedder = embedder.clone();
+        let store = store.clone();
+        async move {
+            let vector = embedder.embed(&[text.to_owned()]).await.unwrap().remove(0);
+            let query = SearchQuery {
+                text: text.into(),
+                vector: Some(QueryVector {
+                    model: embedder.model().into(),
+                    vector,
+                }),
+                k: 5,
+            };
+            store.search(query).await.unwrap()
+        }
+    };
+    // "in" and "the" are in both traces ("in handle_login"), but say nothing.
+    for text in [
+        "quantum banana pancake",
+        "weather tomorrow in Paris",
+        "the shopping list",
+    ] {
+        let hits = search(text).await;
+        assert!(hits.is_empty(), "{text}: {hits:?}");
+    }
+    let hits = search("login user does not exist").await;
+    assert_eq!(hits[0].summary.group.id, missing.group_id, "{hits:?}");
 }
 
 #[derive(Deserialize)]

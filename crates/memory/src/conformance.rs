@@ -687,6 +687,30 @@ pub async fn search_fuses_full_text_and_vector_rankings(store: MemoryStore) {
         "the vector ranking reaches every group of the model"
     );
 
+    // With a floor, a group only the vectors found must be that close; a word match stays.
+    let floored = store.clone().with_search_floor(0.5);
+    let hybrid = floored
+        .search(query("email", Some(("m", vec![0.1, 1.0, 0.0]))))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&hybrid),
+        [groups[1]],
+        "the others are at most 0.1 alike"
+    );
+    let words_and_unlike = floored
+        .search(query("disk", Some(("m", vec![1.0, 0.0, 0.0]))))
+        .await
+        .unwrap();
+    let mut found = ids(&words_and_unlike);
+    found.sort_unstable();
+    assert_eq!(found, [groups[0], groups[2]], "the disk group by its word");
+    let nothing_like = floored
+        .search(query("banana", Some(("m", vec![-1.0, -1.0, -1.0]))))
+        .await
+        .unwrap();
+    assert!(nothing_like.is_empty(), "{nothing_like:?}");
+
     let unknown_model = store
         .search(query("relay", Some(("other-model", vec![1.0; 7]))))
         .await

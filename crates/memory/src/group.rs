@@ -21,6 +21,12 @@ pub const DETAIL_FAILURES: usize = 20;
 /// spread their similarities differently and need their own value.
 pub const DEFAULT_GROUP_THRESHOLD: f32 = 0.82;
 
+/// The cosine similarity below which a group that only the vector half of a search found is
+/// left out of the results, chosen for all-MiniLM-L6-v2: on a set of eight Python failures,
+/// queries about them scored 0.43–0.69 against their own group, and queries about nothing
+/// stored at most 0.26 (`bench/GROUPING.md`, "Search floor").
+pub const DEFAULT_SEARCH_FLOOR: f32 = 0.3;
+
 /// How a failure whose fingerprint is new may still join an existing group.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Grouping {
@@ -142,18 +148,34 @@ pub struct SearchHit {
 /// The most words of a search text that reach the full-text half of a search.
 pub const MAX_SEARCH_WORDS: usize = 32;
 
+/// English words too common to say what a search is about: "timeout in the payment job"
+/// would otherwise match every failure whose message holds "in" or "the".
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "does", "for", "from",
+    "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "my", "of", "on", "or",
+    "our", "so", "than", "that", "the", "their", "then", "there", "these", "this", "to", "was",
+    "we", "were", "what", "when", "where", "which", "while", "who", "why", "with", "you",
+];
+
 /// The distinct words of a search text, lowercased, at most [`MAX_SEARCH_WORDS`]: runs of
 /// letters and digits only, so nothing a user types is read as query syntax by either store.
+/// Common English words are left out, unless the text holds nothing else.
 pub fn search_words(text: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     let split = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty());
+    // Room for the common words that are dropped below, still bounded for a huge text.
+    let room = MAX_SEARCH_WORDS * 4;
     for word in split.map(str::to_lowercase) {
-        if !words.contains(&word) && words.len() < MAX_SEARCH_WORDS {
+        if !words.contains(&word) && words.len() < room {
             words.push(word);
         }
     }
+    if words.iter().any(|w| !STOP_WORDS.contains(&w.as_str())) {
+        words.retain(|w| !STOP_WORDS.contains(&w.as_str()));
+    }
+    words.truncate(MAX_SEARCH_WORDS);
     words
 }
 
@@ -208,6 +230,19 @@ mod tests {
         let order: Vec<i64> = fused.iter().map(|f| f.0).collect();
         assert_eq!(order, [3, 1, 2, 4]);
         assert_eq!((fused[0].2, fused[0].3), (Some(3), Some(1)));
+    }
+
+    /// Reported: "memory leak in renderer" listed a UnicodeDecodeError first, whose message
+    /// holds "in position 0".
+    #[test]
+    fn common_words_do_not_reach_the_search_unless_nothing_else_is_there() {
+        assert_eq!(
+            search_words("Memory leak in the renderer, in PDF export"),
+            ["memory", "leak", "renderer", "pdf", "export"]
+        );
+        assert_eq!(search_words("what is this"), ["what", "is", "this"]);
+        let many: String = (0..500).map(|n| format!("w{n} the ")).collect();
+        assert_eq!(search_words(&many).len(), MAX_SEARCH_WORDS);
     }
 
     #[test]

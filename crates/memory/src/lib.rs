@@ -34,9 +34,9 @@ pub use embed::{
 };
 pub use error::MemoryError;
 pub use group::{
-    DEFAULT_GROUP_THRESHOLD, DETAIL_FAILURES, DETAIL_JOB_IDS, FailureSummary, GroupDetail,
-    GroupQuery, GroupSummary, Grouping, MAX_SEARCH_WORDS, QueryVector, RRF_K, SearchHit,
-    SearchQuery, SimilarGroup, fuse, rank_by_best_score, search_words,
+    DEFAULT_GROUP_THRESHOLD, DEFAULT_SEARCH_FLOOR, DETAIL_FAILURES, DETAIL_JOB_IDS, FailureSummary,
+    GroupDetail, GroupQuery, GroupSummary, Grouping, MAX_SEARCH_WORDS, QueryVector, RRF_K,
+    SearchHit, SearchQuery, SimilarGroup, fuse, rank_by_best_score, search_words,
 };
 pub use record::{
     AttemptTimings, FailureRecord, Fix, FixDetail, FixSource, FixSummary, Group, HealAttempt,

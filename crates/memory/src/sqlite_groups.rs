@@ -340,7 +340,7 @@ mod tests {
     fn search_words_are_quoted_so_no_syntax_gets_through() {
         assert_eq!(
             match_expression(r#"KeyError: "email" NEAR(x) OR *"#).as_deref(),
-            Some(r#""keyerror" OR "email" OR "near" OR "x" OR "or""#)
+            Some(r#""keyerror" OR "email" OR "near" OR "x""#)
         );
         assert_eq!(match_expression(" :: ** "), None);
     }

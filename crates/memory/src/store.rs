@@ -33,6 +33,8 @@ pub struct MemoryStore {
     backend: Arc<dyn MemoryBackend>,
     secrets: Arc<[String]>,
     grouping: Grouping,
+    /// The least similarity of a search hit found by its vector alone; 0 keeps every hit.
+    search_floor: f32,
 }
 
 impl MemoryStore {
@@ -61,6 +63,7 @@ impl MemoryStore {
             backend,
             secrets: Arc::from(Vec::new()),
             grouping: Grouping::default(),
+            search_floor: 0.0,
         }
     }
 
@@ -68,6 +71,15 @@ impl MemoryStore {
     /// sandbox output, before they are stored.
     pub fn with_secrets(mut self, secrets: Vec<String>) -> Self {
         self.secrets = Arc::from(secrets);
+        self
+    }
+
+    /// Leaves out of [`MemoryStore::search`] the groups that no search word matched and whose
+    /// best similarity to the query is below `floor`: without it, a search for something never
+    /// seen still lists the least unlike groups. Like the group threshold, the floor depends on
+    /// the embedding model ([`crate::DEFAULT_SEARCH_FLOOR`] is for all-MiniLM-L6-v2).
+    pub fn with_search_floor(mut self, floor: f32) -> Self {
+        self.search_floor = floor;
         self
     }
 
@@ -284,6 +296,10 @@ impl MemoryStore {
     /// [`MemoryError::DimensionMismatch`] or [`MemoryError::NotFinite`] for a query vector that
     /// cannot be compared with its model's stored vectors; backend errors.
     pub async fn search(&self, query: SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
-        self.backend.search(query).await
+        let mut hits = self.backend.search(query).await?;
+        hits.retain(|hit| {
+            hit.text_rank.is_some() || hit.similarity.is_some_and(|s| s >= self.search_floor)
+        });
+        Ok(hits)
     }
 }

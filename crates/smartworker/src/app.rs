@@ -202,7 +202,8 @@ impl App {
             None => sqlite_memory(&cfg, &db)?,
         }
         .with_secrets(cfg.secrets())
-        .with_group_threshold(cfg.memory.group_threshold);
+        .with_group_threshold(cfg.memory.group_threshold)
+        .with_search_floor(cfg.memory.search_min_similarity);
         let notifier = Arc::new(open_notifier(&cfg)?);
         let embedder = FallbackEmbedder::new(primary_embedder(&cfg)?);
         let commands: HashMap<String, CommandSpec> = cfg

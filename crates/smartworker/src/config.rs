@@ -112,6 +112,10 @@ pub const SETTINGS: &[Setting] = &[
     setting("embed.dimensions", "APP_EMBED_DIMENSIONS"),
     setting("memory.model_dir", "APP_EMBED_MODEL_DIR"),
     setting("memory.group_threshold", "APP_MEMORY_GROUP_THRESHOLD"),
+    setting(
+        "memory.search_min_similarity",
+        "APP_MEMORY_SEARCH_MIN_SIMILARITY",
+    ),
     setting("heal.rounds", "APP_HEAL_ROUNDS"),
     setting("heal.sandbox", "APP_HEAL_SANDBOX"),
     setting("heal.sandbox_image", "APP_HEAL_SANDBOX_IMAGE"),

@@ -11,7 +11,7 @@ const DEFAULT_EMBED_MODEL: &str = "bge-large-en-v1.5";
 const DEFAULT_EMBED_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_EMBED_BATCH_SIZE: u64 = 32;
 
-pub use smartworker_memory::DEFAULT_GROUP_THRESHOLD;
+pub use smartworker_memory::{DEFAULT_GROUP_THRESHOLD, DEFAULT_SEARCH_FLOOR};
 
 /// The OpenAI-compatible embeddings server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,10 @@ pub struct MemoryConfig {
     /// `APP_MEMORY_GROUP_THRESHOLD` / `[memory] group_threshold`: the cosine similarity, above 0
     /// and at most 1, from which a failure with a new fingerprint joins the nearest group.
     pub group_threshold: f32,
+    /// `APP_MEMORY_SEARCH_MIN_SIMILARITY` / `[memory] search_min_similarity`: the cosine
+    /// similarity, 0 to 1, below which a search leaves out a group that no search word matched
+    /// (default 0.3, for all-MiniLM-L6-v2; 0 keeps every group).
+    pub search_min_similarity: f32,
 }
 
 impl Default for MemoryConfig {
@@ -46,6 +50,7 @@ impl Default for MemoryConfig {
         MemoryConfig {
             model_dir: None,
             group_threshold: DEFAULT_GROUP_THRESHOLD,
+            search_min_similarity: DEFAULT_SEARCH_FLOOR,
         }
     }
 }
@@ -85,23 +90,35 @@ pub(super) fn memory(layers: &Layers, cwd: &Path) -> Result<MemoryConfig, Config
     let group_threshold = layers
         .read("memory.group_threshold", threshold)?
         .unwrap_or(DEFAULT_GROUP_THRESHOLD);
+    let search_min_similarity = layers
+        .read("memory.search_min_similarity", floor)?
+        .unwrap_or(DEFAULT_SEARCH_FLOOR);
     Ok(MemoryConfig {
         model_dir,
         group_threshold,
+        search_min_similarity,
     })
 }
 
-/// A similarity above 0 and at most 1; toml may write it as a float or an integer.
+/// A similarity from 0 ("no floor") to 1.
+fn floor(raw: &Raw) -> Result<f32, ConfigError> {
+    similarity(raw, "from 0 to 1", |t| (0.0..=1.0).contains(&t))
+}
+
+/// A similarity above 0 and at most 1.
 fn threshold(raw: &Raw) -> Result<f32, ConfigError> {
+    similarity(raw, "above 0 and at most 1", |t| t > 0.0 && t <= 1.0)
+}
+
+/// A number that `fits` its `range`; toml may write it as a float or an integer.
+fn similarity(raw: &Raw, range: &str, fits: impl Fn(f32) -> bool) -> Result<f32, ConfigError> {
     let text = match &raw.value {
         Scalar::Text(s) | Scalar::Other(s) => s.trim().to_owned(),
         Scalar::Int(n) => n.to_string(),
-        _ => return Err(raw.wrong_type("a number above 0 and at most 1")),
+        _ => return Err(raw.wrong_type(&format!("a number {range}"))),
     };
     match text.parse::<f32>() {
-        Ok(t) if t > 0.0 && t <= 1.0 => Ok(t),
-        _ => Err(raw.invalid(format!(
-            "{text:?} is not a similarity above 0 and at most 1"
-        ))),
+        Ok(t) if fits(t) => Ok(t),
+        _ => Err(raw.invalid(format!("{text:?} is not a similarity {range}"))),
     }
 }

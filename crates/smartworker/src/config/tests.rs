@@ -118,6 +118,7 @@ fn defaults_apply_when_no_file_or_variable_is_set() {
             memory: MemoryConfig {
                 model_dir: None,
                 group_threshold: 0.82,
+                search_min_similarity: 0.3,
             },
             heal: HealConfig {
                 rounds: 2,
@@ -796,7 +797,7 @@ fn embedder_and_memory_settings_are_read_from_every_layer() {
     let project = Project::new();
     project.file(
         "smartworker.toml",
-        "[memory]\nmodel_dir = \"models/minilm\"\ngroup_threshold = 0.85\n\n[embed]\nbatch_size = 8\n",
+        "[memory]\nmodel_dir = \"models/minilm\"\ngroup_threshold = 0.85\nsearch_min_similarity = 0\n\n[embed]\nbatch_size = 8\n",
     );
     let env = [
         ("APP_LLM_API_KEY", "llm-key"),
@@ -809,6 +810,9 @@ fn embedder_and_memory_settings_are_read_from_every_layer() {
         Some(project.root().join("models/minilm"))
     );
     assert!((config.memory.group_threshold - 0.85).abs() < 1e-6);
+    assert!(config.memory.search_min_similarity.abs() < 1e-6);
+    let env_floor = project.load(&[("APP_MEMORY_SEARCH_MIN_SIMILARITY", "0.55")]);
+    assert!((env_floor.memory.search_min_similarity - 0.55).abs() < 1e-6);
     assert_eq!(
         (
             config.embed.batch_size,
@@ -852,6 +856,19 @@ fn a_group_threshold_outside_0_to_1_is_refused() {
         &[],
         expect![[
             r#"smartworker.toml:2: memory.group_threshold: expected a number above 0 and at most 1, found "high""#
+        ]],
+    );
+}
+
+#[test]
+fn a_search_floor_outside_0_to_1_is_refused() {
+    let project = Project::new();
+    check_error(
+        &project,
+        None,
+        &[("APP_MEMORY_SEARCH_MIN_SIMILARITY", "-0.1")],
+        expect![[
+            r#"environment: APP_MEMORY_SEARCH_MIN_SIMILARITY: "-0.1" is not a similarity from 0 to 1"#
         ]],
     );
 }
