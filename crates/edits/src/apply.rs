@@ -534,7 +534,42 @@ fn write_one(plan: &Planned) -> io::Result<()> {
     if let Some(parent) = plan.absolute.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&plan.absolute, &plan.new)
+    replace_file(&plan.absolute, plan.new.as_bytes())
+}
+
+/// Writes `path` as a new file renamed over the old one, with the old one's mode and owner.
+///
+/// Writing in place would also change every other name of the file: a hard link into a
+/// directory outside the project (pnpm's store, a shared checkout) would carry the edit
+/// there. An in-project symlink keeps pointing at the file it names, which is replaced.
+fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path)?,
+        _ => path.to_path_buf(),
+    };
+    let dir = target.parent().unwrap_or_else(|| Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".smartworker-edit-")
+        .tempfile_in(dir)?;
+    file.write_all(contents)?;
+    match std::fs::metadata(&target) {
+        Ok(old) => {
+            file.as_file().set_permissions(old.permissions())?;
+            // Only root may give a file away; for anyone else the new file is theirs already.
+            let _ = std::os::unix::fs::fchown(file.as_file(), Some(old.uid()), Some(old.gid()));
+        }
+        // A temporary file is private (0600); a new source file is readable as usual.
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    file.persist(&target).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Puts back files already written; returns those that could not be put back. A workspace
@@ -542,7 +577,7 @@ fn write_one(plan: &Planned) -> io::Result<()> {
 fn roll_back(written: &[Planned]) -> Vec<String> {
     let failed = written.iter().filter(|plan| {
         let restored = match &plan.old {
-            Some(old) => std::fs::write(&plan.absolute, old),
+            Some(old) => replace_file(&plan.absolute, old.as_bytes()),
             None => std::fs::remove_file(&plan.absolute),
         };
         restored.is_err()

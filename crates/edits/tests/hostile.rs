@@ -320,3 +320,55 @@ fn garbage_replies_never_panic() {
         "parsed {parsed}, applied {applied}"
     );
 }
+
+/// Reported: a verified edit of a file hard-linked to one outside the project changed both.
+#[test]
+fn an_edit_of_a_hard_linked_file_leaves_its_other_name_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ws = Sandboxed::new();
+    let outside = ws.parent.path().join("outside.txt");
+    std::fs::write(&outside, "shared text\n").expect("write");
+    let inside = ws.root().join("handlers/notes.txt");
+    std::fs::hard_link(&outside, &inside).expect("hard link");
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let edits = parse_reply(
+        "File: handlers/notes.txt\n```\nPWNED through a hard link\n```\n",
+        &known(&["handlers/notes.txt"]),
+    )
+    .expect("parses");
+    apply(&ws.root(), &edits, &Limits::default()).expect("applies");
+    assert_eq!(
+        read(&ws.root(), "handlers/notes.txt"),
+        "PWNED through a hard link\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outside).expect("read"),
+        "shared text\n"
+    );
+    let meta = std::fs::metadata(&inside).expect("stat");
+    assert_eq!(meta.mode() & 0o777, 0o640, "the file's mode is kept");
+    assert_eq!(meta.nlink(), 1);
+    assert!(
+        !entries(&ws.root().join("handlers"))
+            .iter()
+            .any(|n| n.starts_with(".smartworker-edit-")),
+        "no temporary file is left"
+    );
+}
+
+#[test]
+fn an_edit_through_an_in_project_symlink_changes_the_file_it_names() {
+    let ws = Sandboxed::new();
+    symlink("signup.py", ws.root().join("handlers/current.py")).unwrap();
+    let fixed = format!("{SIGNUP_PY}# fixed\n");
+    let edits = parse_reply(
+        &format!("File: handlers/current.py\n```python\n{fixed}```\n"),
+        &known(&["handlers/current.py"]),
+    )
+    .expect("parses");
+    apply(&ws.root(), &edits, &Limits::default()).expect("applies");
+    let link = ws.root().join("handlers/current.py");
+    let meta = link.symlink_metadata().expect("link");
+    assert!(meta.file_type().is_symlink(), "the link stays a link");
+    assert_eq!(read(&ws.root(), "handlers/signup.py"), fixed);
+}
