@@ -2,6 +2,7 @@
 
 use crate::email;
 use crate::prompt::{self, FailureContext};
+use crate::protect::Protected;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -661,6 +662,26 @@ impl Healer {
         }
     }
 
+    /// Why an edit of `path` is refused: a path outside the project, or one a fix may not
+    /// change ([`Protected`]).
+    fn refusal(&self, path: &str) -> Option<String> {
+        let s = self.settings();
+        let file = match smartworker_edits::check_path(&s.project_root, path) {
+            Ok(file) => file,
+            Err(err) => return Some(err.to_string()),
+        };
+        let root = s
+            .project_root
+            .canonicalize()
+            .unwrap_or_else(|_| s.project_root.clone());
+        let protected = Protected {
+            root: &root,
+            checks: s.check_command.as_deref(),
+            skipped: &s.workspaces.skip,
+        };
+        protected.refusal(path, &file)
+    }
+
     /// Applies `edits` in a fresh workspace and re-runs the job there. The workspace is
     /// destroyed whatever happens.
     async fn verify(&self, job: &Job, edits: &[Edit], sandbox: &SandboxBackend) -> Verification {
@@ -670,11 +691,8 @@ impl Healer {
         };
         // The workspace copy leaves out symlinks that lead outside the project, so a path that
         // is safe there may not be in the project itself; a fix must be appliable to both.
-        if let Some(refusal) = edits
-            .iter()
-            .find_map(|e| smartworker_edits::check_path(&s.project_root, e.path()).err())
-        {
-            return Verification::Refused(refusal.to_string());
+        if let Some(refusal) = edits.iter().find_map(|e| self.refusal(e.path())) {
+            return Verification::Refused(refusal);
         }
         let root = s.project_root.clone();
         let (edits, limits) = (edits.to_vec(), s.limits.clone());

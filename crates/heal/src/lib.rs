@@ -13,6 +13,7 @@ mod email;
 mod embed;
 mod healer;
 mod prompt;
+mod protect;
 
 pub use embed::RemoteEmbedder;
 pub use healer::{

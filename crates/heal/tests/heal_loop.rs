@@ -98,15 +98,16 @@ impl Harness {
 
     /// A harness whose memory is `memory` (PostgreSQL) instead of the queue's SQLite file.
     async fn start_with(rounds: u32, memory: Option<MemoryStore>) -> Harness {
-        Harness::start_full(rounds, memory, None).await
+        Harness::start_full(rounds, memory, None, None).await
     }
 
     /// Also with an embeddings server at `embed_url` (else none answers and the lexical
-    /// fallback embeds).
+    /// fallback embeds), and the project's `checks` as `heal.check_command`.
     async fn start_full(
         rounds: u32,
         memory: Option<MemoryStore>,
         embed_url: Option<String>,
+        checks: Option<Vec<String>>,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("project");
@@ -153,7 +154,7 @@ impl Harness {
                 },
                 workspaces: WorkspaceOptions::default(),
                 backends: SandboxPolicy::default(),
-                check_command: None,
+                check_command: checks,
                 reviewers: vec!["reviewer@example.com".into()],
                 from: "smartworker@localhost".into(),
                 secrets: vec![],
@@ -255,6 +256,11 @@ impl Harness {
             worker.shutdown().await;
         }
     }
+}
+
+fn write_file(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
 }
 
 /// Undoes the quoted-printable body encoding of an `.eml` file (soft breaks and `=XX` bytes).
@@ -455,6 +461,46 @@ async fn edits_aimed_outside_the_project_are_refused() {
     h.stop().await;
 }
 
+/// Reported: a fix that also rewrote `tests/check.py` to print "checks ok" was verified.
+#[tokio::test]
+async fn a_fix_may_not_rewrite_the_checks_that_judge_it_or_touch_secrets() {
+    let checks = vec!["python3".to_owned(), "tools/check.py".to_owned()];
+    let h = Harness::start_full(3, None, None, Some(checks)).await;
+    write_file(
+        &h.root.join("tools/check.py"),
+        "raise SystemExit('the real check')\n",
+    );
+    write_file(&h.root.join(".env"), "SECRET_TOKEN=tok-123\n");
+    let cheat = |path: &str, text: &str| {
+        format!(
+            "Fixed! I also simplified the check, it was too strict.\n\n```python path={path}\n\
+             {text}\n```\n\n{GOOD_REPLY}"
+        )
+    };
+    h.model
+        .push_content(cheat("tools/check.py", "print('checks ok')"));
+    h.model
+        .push_content(cheat("tests/test_signup.py", "def test_ok():\n    pass"));
+    h.model.push_content(cheat(".env", "APP_HEAL_SANDBOX=none"));
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false, "{report:#}");
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    let refusals: Vec<String> = attempts
+        .iter()
+        .map(|a| a.record.refusal.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(refusals.len(), 3, "{attempts:?}");
+    assert!(refusals[0].contains("tests or checks"), "{refusals:?}");
+    assert!(refusals[1].contains("tests or checks"), "{refusals:?}");
+    assert!(refusals[2].contains("secrets"), "{refusals:?}");
+    assert_eq!(
+        std::fs::read_to_string(h.root.join(".env")).unwrap(),
+        "SECRET_TOKEN=tok-123\n"
+    );
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn fix_that_reaches_for_the_network_fails_in_the_sandbox() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -624,7 +670,7 @@ async fn a_failure_is_remembered_when_the_embedding_models_length_changed() {
     let embeddings = ScriptedModelServer::start_with_dimensions(16)
         .await
         .unwrap();
-    let h = Harness::start_full(1, None, Some(embeddings.base_url())).await;
+    let h = Harness::start_full(1, None, Some(embeddings.base_url()), None).await;
     let earlier = FailureInput {
         job_id: "earlier".into(),
         queue: "signup".into(),

@@ -30,5 +30,5 @@ pub use handler::{SandboxHandler, job_sandbox_env};
 pub use options::{DEFAULT_SANDBOX_UID, SandboxOptions, is_usable_sandbox_uid};
 pub use seccomp::denied_syscalls;
 pub use workspace::{
-    SKIPPED_DIRS, SKIPPED_FILES, Workspace, WorkspaceOptions, remove_stale_workspaces,
+    SKIPPED_DIRS, Workspace, WorkspaceOptions, is_secret_file, remove_stale_workspaces,
 };

@@ -22,9 +22,16 @@ use tempfile::TempDir;
 /// Directory names never copied: version control, our own state, build output, caches.
 pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
 
-/// File names never copied: `.env` holds SmartWorker's own secrets (SMTP, database, model
-/// keys); sandboxed code gets only the variables its queue passes on.
-pub const SKIPPED_FILES: [&str; 1] = [".env"];
+/// Whether a file of this name is never copied, as it may hold secrets: `.env` (SmartWorker's
+/// own: SMTP, database, model keys), its variants (`.env.local`, `.env.production`,
+/// `secrets.env`), direnv's `.envrc`, and the `.netrc` and `.pgpass` password files. Sandboxed
+/// code gets only the variables its queue passes on.
+pub fn is_secret_file(name: &str) -> bool {
+    name == ".env"
+        || name.starts_with(".env.")
+        || name.ends_with(".env")
+        || matches!(name, ".envrc" | ".netrc" | ".pgpass")
+}
 
 /// How workspace directories are named, followed by the process id of the SmartWorker that
 /// made them, so leftovers of a dead one can be found. Filter files of older versions, which
@@ -84,6 +91,9 @@ pub struct WorkspaceOptions {
     pub max_bytes: u64,
     /// Where the temporary directory is made; the system's temp dir when `None`.
     pub parent_dir: Option<PathBuf>,
+    /// Paths left out of the copy wherever they are, such as SmartWorker's state directory
+    /// and queue file when they live inside the project (they hold other jobs' payloads).
+    pub skip: Vec<PathBuf>,
 }
 
 impl Default for WorkspaceOptions {
@@ -92,6 +102,7 @@ impl Default for WorkspaceOptions {
             max_files: 200_000,
             max_bytes: 2 << 30,
             parent_dir: None,
+            skip: Vec::new(),
         }
     }
 }
@@ -114,7 +125,8 @@ impl Workspace {
     ///
     /// Files are reflinked (copy-on-write) where the filesystem can, else copied. The
     /// directories in [`SKIPPED_DIRS`] are skipped at any depth; `node_modules` is kept, as
-    /// JavaScript handlers need it. The files in [`SKIPPED_FILES`] are left out with a note. Symlinks leaving the project, and sockets or FIFOs, are
+    /// JavaScript handlers need it. Files that may hold secrets ([`is_secret_file`]) and the paths in
+    /// [`WorkspaceOptions::skip`] are left out with a note. Symlinks leaving the project, and sockets or FIFOs, are
     /// left out and described in [`Workspace::notes`].
     ///
     /// # Errors
@@ -137,6 +149,11 @@ impl Workspace {
         let mut copy = TreeCopy {
             root: &root,
             opts,
+            skip: opts
+                .skip
+                .iter()
+                .filter_map(|p| fs::canonicalize(p).ok())
+                .collect(),
             files: 0,
             bytes: 0,
             notes: Vec::new(),
@@ -286,6 +303,8 @@ fn canonical_dir(path: &Path) -> Result<PathBuf, SandboxError> {
 struct TreeCopy<'a> {
     root: &'a Path,
     opts: &'a WorkspaceOptions,
+    /// [`WorkspaceOptions::skip`], resolved as the walk sees paths.
+    skip: Vec<PathBuf>,
     files: u64,
     bytes: u64,
     notes: Vec<String>,
@@ -306,6 +325,10 @@ impl TreeCopy<'_> {
     }
 
     fn entry(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
+        if self.skip.iter().any(|skip| skip == from) {
+            self.note(from, "is SmartWorker's state");
+            return Ok(());
+        }
         let meta = fs::symlink_metadata(from).map_err(|e| copy_err(from, e))?;
         let kind = meta.file_type();
         if kind.is_dir() {
@@ -394,7 +417,8 @@ fn is_skipped(dir: &Path) -> bool {
 
 fn is_skipped_file(file: &Path) -> bool {
     file.file_name()
-        .is_some_and(|name| SKIPPED_FILES.iter().any(|s| name == *s))
+        .and_then(|name| name.to_str())
+        .is_some_and(is_secret_file)
 }
 
 fn copy_err(path: &Path, source: std::io::Error) -> SandboxError {

@@ -351,6 +351,50 @@ fn workspace_copies_the_project_without_escaping_it() {
     );
 }
 
+/// Reported: only a file named exactly `.env` was left out; `.env.local`, `secrets.env` and
+/// `.envrc` reached the sandbox (and, printed by a failing fix, the model), and a state
+/// directory inside the project handed every job's payload to every fix.
+#[test]
+fn workspace_leaves_out_secret_files_and_smartworkers_state() {
+    let (_dir, root) = project("print(1)\n");
+    for path in [
+        ".env",
+        ".env.local",
+        "config/.env.production",
+        "secrets.env",
+        ".envrc",
+        ".netrc",
+        ".pgpass",
+        "swstate/queue.db",
+        "environment.py",
+        "envoy.yaml",
+    ] {
+        fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        fs::write(root.join(path), "SECRET_TOKEN=tok-123\n").unwrap();
+    }
+    let opts = WorkspaceOptions {
+        skip: vec![root.join("swstate"), root.join("not-there")],
+        ..WorkspaceOptions::default()
+    };
+    let ws = Workspace::create(&root, &opts).unwrap();
+
+    expect![[r#"
+        environment.py
+        envoy.yaml
+        handler.py"#]]
+    .assert_eq(&listing(ws.path()).join("\n"));
+    expect![[r#"
+        left out .env: it may hold secrets; the sandbox gets only the queue's env
+        left out .env.local: it may hold secrets; the sandbox gets only the queue's env
+        left out .envrc: it may hold secrets; the sandbox gets only the queue's env
+        left out .netrc: it may hold secrets; the sandbox gets only the queue's env
+        left out .pgpass: it may hold secrets; the sandbox gets only the queue's env
+        left out config/.env.production: it may hold secrets; the sandbox gets only the queue's env
+        left out secrets.env: it may hold secrets; the sandbox gets only the queue's env
+        left out swstate: it is SmartWorker's state"#]]
+    .assert_eq(&ws.notes().join("\n"));
+}
+
 /// Every file and symlink under `dir`, relative and sorted; links show their target.
 fn listing(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();

@@ -432,6 +432,8 @@ fn sandbox_options(cfg: &Config) -> SandboxOptions {
 fn workspace_options(cfg: &Config) -> WorkspaceOptions {
     WorkspaceOptions {
         parent_dir: cfg.heal.workspace_dir.clone(),
+        // Other jobs' payloads are no business of a fix's run.
+        skip: vec![cfg.state_dir.clone(), db_path(cfg)],
         ..WorkspaceOptions::default()
     }
 }
