@@ -576,13 +576,32 @@ impl Drop for Removal {
         };
         let (client, name, creating) =
             (self.client.clone(), self.name.clone(), self.creating.take());
-        runtime.spawn(async move {
+        let removing = runtime.spawn(async move {
             if let Some(creating) = creating {
                 let _ = creating.await;
             }
             remove(client, name).await;
         });
+        let mut pending = PENDING_REMOVALS.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|task| !task.is_finished());
+        pending.push(removing);
     }
+}
+
+/// Removals of containers whose run was dropped (cancelled on timeout or at shutdown), still
+/// going on in the background.
+static PENDING_REMOVALS: std::sync::Mutex<Vec<JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits up to `limit` for the containers of cancelled runs to be removed; false when some
+/// were still being removed. Call it before the process exits: a removal left running in the
+/// background would die with the runtime and leave its container until the next start-up.
+pub async fn finish_removals(limit: Duration) -> bool {
+    let pending: Vec<JoinHandle<()>> = {
+        let mut pending = PENDING_REMOVALS.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pending)
+    };
+    let all = futures_util::future::join_all(pending);
+    tokio::time::timeout(limit, all).await.is_ok()
 }
 
 async fn remove(client: Docker, id: String) {

@@ -23,7 +23,7 @@ pub use backend::{BackendChoice, BackendKind, SandboxBackend, SandboxPolicy};
 pub use bwrap::{check_available, run_sandboxed, wrap};
 pub use docker::{
     DEFAULT_DOCKER_SOCKET, DockerOptions, DockerSandbox, LABEL_JOB, LABEL_PID, LABEL_SANDBOX,
-    check_docker, remove_leftovers,
+    check_docker, finish_removals, remove_leftovers,
 };
 pub use error::SandboxError;
 pub use handler::{SandboxHandler, job_sandbox_env};

@@ -83,6 +83,11 @@ async fn serve(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
         .await;
     tracing::info!("shutting down: waiting for running jobs");
     running.shutdown().await;
+    if !smartworker_sandbox::finish_removals(std::time::Duration::from_secs(10)).await {
+        tracing::warn!(
+            "sandbox containers still being removed at exit; the next start removes them"
+        );
+    }
     tracing::info!("stopped");
     served.context("the HTTP server failed")
 }

@@ -198,12 +198,13 @@ impl Server {
         });
     }
 
-    /// Sends SIGTERM and returns the exit status and the whole log.
+    /// Sends SIGTERM and returns the exit status and the whole log. It waits past the
+    /// server's 30 s grace for running jobs, plus the wait for their containers' removal.
     fn stop(mut self) -> (Option<ExitStatus>, String) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid} failed");
-        let status = wait(&mut self.child, DEADLINE);
+        let status = wait(&mut self.child, DEADLINE * 2);
         (status, self.log())
     }
 }
@@ -824,6 +825,28 @@ fn container_job_dies_with_a_killed_server() {
         let removed = Command::new("docker").args(["rm", "-f", &id]).output();
         assert!(removed.unwrap().status.success());
     }
+}
+
+/// Reported: a job still running in a container when SIGTERM's grace ran out left the stopped
+/// container behind until the next start-up; its removal was a task the exit cut short.
+#[test]
+fn a_server_stopped_mid_run_removes_its_container_before_it_exits() {
+    let mut project = Project::new();
+    project.set("EXECUTION_CONTEXT", "sandbox");
+    project.set("APP_HEAL_SANDBOX", "docker");
+    project.set("APP_HEAL_SANDBOX_IMAGE", sandbox_image());
+    let server = project.serve();
+    let pid = server.child.id();
+    project
+        .run(&["enqueue", "slow", "--data", r#"{"sleep": 120}"#])
+        .success();
+    eventually("the job's container to start", || {
+        !running_containers_of(pid).is_empty()
+    });
+    // The job outlives the 30 s grace, so it is interrupted and handed back.
+    let (status, log) = server.stop();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert_eq!(containers_of(pid), Vec::<String>::new(), "{log}");
 }
 
 /// On a machine without bubblewrap, `auto` takes Docker. Bubblewrap is hidden from `serve`
