@@ -174,13 +174,46 @@ fn system_twin(path: &Path) -> Option<PathBuf> {
     is_executable(&twin).then_some(twin)
 }
 
-/// `/opt/node/bin/node` → `/opt/node`; a program not in a `bin` dir → its own directory.
+/// What to bind for a program at `real`: its install prefix when `real` is in the `bin` dir of
+/// one (`/opt/node/bin/node` → `/opt/node`, which has `lib`), else its own directory, else the
+/// program alone.
+///
+/// A home directory is never bound whole: `~/bin/tool` would hand every readable file of the
+/// home (`~/.ssh`, notes, other projects) to the sandbox. Neither is `/` or a top-level
+/// directory.
 fn install_prefix(real: &Path) -> PathBuf {
     let dir = real.parent().unwrap_or(Path::new("/"));
-    if dir.file_name().is_some_and(|n| n == "bin") {
-        return dir.parent().unwrap_or(dir).to_owned();
+    if dir.file_name().is_some_and(|n| n == "bin")
+        && let Some(prefix) = dir.parent()
+        && looks_installed(prefix)
+        && !is_broad(prefix)
+    {
+        return prefix.to_owned();
     }
-    dir.to_owned()
+    if is_broad(dir) {
+        real.to_owned()
+    } else {
+        dir.to_owned()
+    }
+}
+
+/// Whether `prefix` holds an installation: libraries or headers beside its `bin`, or a
+/// virtualenv's `pyvenv.cfg`.
+fn looks_installed(prefix: &Path) -> bool {
+    ["lib", "lib64", "include", "pyvenv.cfg"]
+        .iter()
+        .any(|part| prefix.join(part).exists())
+}
+
+/// `/`, a top-level directory (`/home`, `/root`, `/tmp`, `/opt`), a directory right under
+/// `/home`, or this process's `$HOME`: too much to show a sandbox for one program.
+fn is_broad(dir: &Path) -> bool {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let parent = dir.parent();
+    parent.is_none()
+        || parent == Some(Path::new("/"))
+        || parent == Some(Path::new("/home"))
+        || home.is_some_and(|home| home == dir)
 }
 
 #[cfg(test)]
@@ -198,6 +231,37 @@ mod tests {
 
     fn resolve(program: &str, path: &Path, cwd: &Path) -> Resolved {
         resolve_program(program, Some(path.as_os_str()), &[], cwd).unwrap()
+    }
+
+    /// Reported: a handler program at `~/bin/runpy` had the whole home bound into the sandbox.
+    #[test]
+    fn a_bin_dir_without_an_installation_beside_it_is_bound_alone() {
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        executable(&bin, "runpy", "#!/bin/sh\nexec python3 \"$@\"\n");
+        fs::write(home.path().join("notes.txt"), "private").unwrap();
+        let resolved = resolve("runpy", &bin, home.path());
+        assert_eq!(resolved.binds, [fs::canonicalize(&bin).unwrap()]);
+
+        fs::create_dir(home.path().join("lib")).unwrap();
+        let resolved = resolve("runpy", &bin, home.path());
+        assert_eq!(resolved.binds, [fs::canonicalize(home.path()).unwrap()]);
+    }
+
+    #[test]
+    fn homes_and_top_level_dirs_are_never_bound_whole() {
+        for dir in ["/", "/home", "/root", "/tmp", "/home/ada"] {
+            assert!(is_broad(Path::new(dir)), "{dir}");
+        }
+        assert_eq!(
+            install_prefix(Path::new("/home/ada/run.sh")),
+            Path::new("/home/ada/run.sh")
+        );
+        assert_eq!(
+            install_prefix(Path::new("/root/bin/tool")),
+            Path::new("/root/bin")
+        );
+        assert!(!is_broad(Path::new("/opt/node")));
     }
 
     #[test]
@@ -234,6 +298,7 @@ mod tests {
                 "python3",
                 "#!/bin/sh\n",
             );
+            fs::create_dir(root.join(format!("versions/{version}/lib"))).unwrap();
         }
         let project = home.path().join("project");
         fs::create_dir(&project).unwrap();
@@ -254,6 +319,7 @@ mod tests {
         let prefix = tempfile::tempdir().unwrap();
         let bin = prefix.path().join("bin");
         let tool = executable(&bin, "smartworker-test-tool", "#!/bin/sh\n");
+        fs::create_dir(prefix.path().join("lib")).unwrap();
         let resolved = resolve("smartworker-test-tool", &bin, prefix.path());
         let real_prefix = fs::canonicalize(prefix.path()).unwrap();
         assert_eq!(resolved.binds, vec![real_prefix]);
