@@ -656,7 +656,10 @@ impl Healer {
                     mask_secrets(stack.unwrap_or(&output.stderr), &self.settings().secrets);
                 (
                     prompt::still_failing(&error, &stderr),
-                    "the job still failed in the sandbox with the model's last fix".to_owned(),
+                    format!(
+                        "the job still failed in the sandbox with the model's last fix: {}",
+                        prompt::tail(&error, 200)
+                    ),
                 )
             }
         }
@@ -758,10 +761,17 @@ impl Healer {
         let run = sandbox.run(&spec, ws, &s.project_root, opts, b"").await;
         match run {
             Ok(out) if out.exit_code == Some(0) => Ok(Value::Null),
-            Ok(out) => Err(JobFailure::with_stack(
-                "the project's checks failed",
-                out.stderr,
-            )),
+            Ok(out) => {
+                let ended = match (out.exit_code, out.timed_out) {
+                    (_, true) => "timed out".to_owned(),
+                    (Some(code), _) => format!("exit {code}"),
+                    (None, _) => "killed".to_owned(),
+                };
+                Err(JobFailure::with_stack(
+                    format!("the project's checks failed ({ended})"),
+                    format!("{}{}", out.stdout, out.stderr),
+                ))
+            }
             Err(err) => Err(JobFailure::new(format!(
                 "the project's checks could not run: {err}"
             ))),
@@ -937,10 +947,18 @@ impl Healer {
 
 /// The run's stderr, ending with how the sandbox stopped it when it did (a timeout or a
 /// signal, e.g. the kernel's OOM kill), since the handler itself cannot say so.
+///
+/// A failure the job's own output does not show is added after it: how the sandbox stopped the
+/// run (`[sandbox] timed out after 10s`), or the project's checks failing after the job passed,
+/// with what the checks printed.
 fn stderr_with_ending(output: &CommandOutput, outcome: &Result<Value, JobFailure>) -> String {
     let stopped = output.timed_out || output.signal.is_some();
     match outcome {
         Err(failure) if stopped => format!("{}\n[sandbox] {}\n", output.stderr, failure.message),
+        Err(failure) if output.exit_code == Some(0) => {
+            let shown = failure.stack.as_deref().unwrap_or_default();
+            format!("{}\n[{}]\n{shown}", output.stderr, failure.message)
+        }
         _ => output.stderr.clone(),
     }
 }
@@ -957,7 +975,7 @@ fn absorb(progress: &mut Progress, verification: &Verification) {
         progress.diff = diff.clone();
         progress.after = match outcome {
             Ok(_) => output.stdout.clone(),
-            Err(_) => format!("{}{}", output.stdout, output.stderr),
+            Err(_) => format!("{}{}", output.stdout, stderr_with_ending(output, outcome)),
         };
     }
 }

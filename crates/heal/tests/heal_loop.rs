@@ -461,6 +461,46 @@ async fn edits_aimed_outside_the_project_are_refused() {
     h.stop().await;
 }
 
+/// Reported: when the job passed but the checks failed, the e-mail said only "the job still
+/// failed", the record showed exit 0, and the checks' output was stored nowhere.
+#[tokio::test]
+async fn failing_checks_are_named_with_their_output_in_the_record_reason_and_mail() {
+    let checks = vec!["python3".to_owned(), "tools/check.py".to_owned()];
+    let h = Harness::start_full(1, None, None, Some(checks)).await;
+    write_file(
+        &h.root.join("tools/check.py"),
+        "print('checking totals')\nraise SystemExit('expected 6, got 0')\n",
+    );
+    h.model.push_content(GOOD_REPLY);
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false, "{report:#}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the project's checks failed (exit 1)"),
+        "{reason}"
+    );
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    let record = &attempts[0].record;
+    assert_eq!(record.sandbox_exit, Some(0), "the job itself passed");
+    assert!(
+        record.sandbox_stderr.contains("checking totals"),
+        "{record:?}"
+    );
+    assert!(
+        record.sandbox_stderr.contains("expected 6, got 0"),
+        "{record:?}"
+    );
+    let mail = h.outbox_messages();
+    assert!(
+        mail[0].contains("the project's checks failed (exit 1)"),
+        "{}",
+        mail[0]
+    );
+    assert!(mail[0].contains("expected 6, got 0"), "{}", mail[0]);
+    h.stop().await;
+}
+
 /// Reported: a fix that also rewrote `tests/check.py` to print "checks ok" was verified.
 #[tokio::test]
 async fn a_fix_may_not_rewrite_the_checks_that_judge_it_or_touch_secrets() {
