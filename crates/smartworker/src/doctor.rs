@@ -53,6 +53,7 @@ impl Check {
 
 /// Runs every check at once and returns them in a fixed order.
 pub async fn run_checks(cfg: &Config) -> Vec<Check> {
+    let images = sandbox_images(cfg);
     let (redis, postgres, model, embeddings, smtp, bubblewrap, docker) = tokio::join!(
         redis(cfg),
         postgres(cfg),
@@ -60,7 +61,7 @@ pub async fn run_checks(cfg: &Config) -> Vec<Check> {
         embeddings(cfg),
         smtp(cfg),
         bubblewrap(),
-        docker(Path::new(DOCKER_SOCKET)),
+        docker(Path::new(DOCKER_SOCKET), &images),
     );
     vec![redis, postgres, model, embeddings, smtp, bubblewrap, docker]
 }
@@ -338,11 +339,39 @@ async fn run(program: &str, args: &[String]) -> Result<String, String> {
     Ok(stdout.lines().next().unwrap_or_default().to_owned())
 }
 
-async fn docker(socket: &Path) -> Check {
+/// Every Docker image the configuration names, `heal.sandbox_image` first.
+fn sandbox_images(cfg: &Config) -> Vec<String> {
+    let mut images: Vec<String> = cfg.heal.sandbox_image.iter().cloned().collect();
+    for image in cfg.queues.values().filter_map(|q| q.sandbox_image.clone()) {
+        if !images.contains(&image) {
+            images.push(image);
+        }
+    }
+    images
+}
+
+/// The engine answers, and holds every configured image (they are never pulled).
+async fn docker(socket: &Path, images: &[String]) -> Check {
+    let outcome = async {
+        let answer = ping_docker(socket).await?;
+        for image in images {
+            let opts = smartworker_sandbox::DockerOptions {
+                socket: socket.to_owned(),
+                image: image.clone(),
+            };
+            smartworker_sandbox::DockerSandbox::connect(&opts)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        match images {
+            [] => Ok(answer),
+            _ => Ok(format!("{answer}; image {} present", images.join(", "))),
+        }
+    };
     Check::new(
         "docker",
         "docker sandbox unavailable; queues that ask for docker cannot heal, auto uses bubblewrap",
-        limited(ping_docker(socket)).await,
+        limited(outcome).await,
     )
 }
 
@@ -646,15 +675,31 @@ mod tests {
                 .unwrap();
             String::from_utf8_lossy(&request[..n]).into_owned()
         });
-        let check = docker(&socket).await;
+        let check = docker(&socket, &[]).await;
         assert!(check.ok, "{check:?}");
         assert!(server.await.unwrap().starts_with("GET /_ping HTTP/1.0\r\n"));
     }
 
     #[tokio::test]
+    async fn docker_fails_when_a_configured_image_is_missing() {
+        let socket = Path::new(DOCKER_SOCKET);
+        let missing = docker(socket, &["smartworker-no-such-image:9".to_owned()]).await;
+        assert!(!missing.ok, "{}", missing.detail);
+        assert!(
+            missing.detail.contains("is not on this engine"),
+            "{}",
+            missing.detail
+        );
+        let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
+            .unwrap_or_else(|_| "smartworker-sandbox-test:3".into());
+        let present = docker(socket, &[image]).await;
+        assert!(present.ok, "{}", present.detail);
+    }
+
+    #[tokio::test]
     async fn docker_fails_without_its_socket() {
         let dir = tempfile::tempdir().unwrap();
-        let check = docker(&dir.path().join("docker.sock")).await;
+        let check = docker(&dir.path().join("docker.sock"), &[]).await;
         assert!(!check.ok);
         assert_eq!(
             check.consequence,

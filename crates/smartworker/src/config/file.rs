@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
-use smartworker_core::{Backoff, validate_queue_name};
+use smartworker_core::{Backoff, HEAL_QUEUE, validate_queue_name};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -201,6 +201,11 @@ fn queues(
         let key = format!("queues.{}", name.get_ref());
         if let Err(e) = validate_queue_name(name.get_ref()) {
             return Err(doc.invalid(name.span(), &key, e.to_string()));
+        }
+        if name.get_ref() == HEAL_QUEUE {
+            let message = "this is SmartWorker's own healing queue; configure healing under \
+                           [heal] (rounds, sandbox, check_command)";
+            return Err(doc.invalid(name.span(), &key, message.to_owned()));
         }
         let queue = queue(doc, &key, name.span(), value)?;
         queues.insert(name.get_ref().to_string(), queue);

@@ -241,6 +241,24 @@ fn an_out_of_range_port_is_refused() {
     );
 }
 
+/// Reported: `[queues.smartworker-heal]` was taken and ignored.
+#[test]
+fn the_heal_queue_cannot_be_configured_as_a_queue() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[queues.smartworker-heal]\ncommand = [\"x\"]\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![
+            "smartworker.toml:1: queues.smartworker-heal: this is SmartWorker's own healing queue; configure healing under [heal] (rounds, sandbox, check_command)"
+        ],
+    );
+}
+
 /// Reported: `lock_ms = 1` was taken, and renewed the lock every half millisecond.
 #[test]
 fn a_lock_shorter_than_a_second_is_refused() {
