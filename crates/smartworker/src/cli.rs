@@ -537,16 +537,17 @@ async fn failures(app: &App, action: FailureAction) -> anyhow::Result<()> {
             before,
             queue,
         } => {
+            // One more than asked for, to know whether another page follows.
             let query = GroupQuery {
-                limit,
+                limit: limit + 1,
                 before,
                 queue,
             };
-            let groups = app.memory.groups(query).await?;
+            let mut groups = app.memory.groups(query).await?;
+            let more = groups.len() > limit;
+            groups.truncate(limit);
             print_groups(groups.iter().map(|g| (g, None)))?;
-            if groups.len() == limit
-                && let Some(last) = groups.last()
-            {
+            if more && let Some(last) = groups.last() {
                 out!("more: --before {}", last.group.last_seen);
             }
         }

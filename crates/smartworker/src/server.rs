@@ -625,18 +625,17 @@ async fn list_failures(
     q: Result<Query<FailuresQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
+    let limit = q.limit.unwrap_or(50).min(MAX_GROUPS);
+    // One more than the page, to know whether another page follows.
     let query = GroupQuery {
-        limit: q.limit.unwrap_or(50).min(MAX_GROUPS),
+        limit: limit + 1,
         before: q.before,
         queue: q.queue,
     };
-    let limit = query.limit;
-    let groups = api.app.memory.groups(query).await?;
-    // A full page may have more after it; a short one is the last.
-    let next = groups
-        .last()
-        .filter(|_| groups.len() == limit)
-        .map(|g| g.group.last_seen);
+    let mut groups = api.app.memory.groups(query).await?;
+    let more = groups.len() > limit;
+    groups.truncate(limit);
+    let next = groups.last().filter(|_| more).map(|g| g.group.last_seen);
     Ok(Json(json!({ "groups": groups, "next_before": next })))
 }
 

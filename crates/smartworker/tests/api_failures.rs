@@ -248,6 +248,11 @@ async fn failures_page_with_before_and_filter_by_queue() {
 
     let (_, mail) = api.get("/failures?queue=mail").await;
     assert_eq!(ids(&mail), [2]);
+
+    // Reported: a page that happened to hold exactly the last groups still offered a next one.
+    let (_, all) = api.get("/failures?limit=3").await;
+    assert_eq!(ids(&all), [3, 2, 1]);
+    assert_eq!(all["next_before"], Value::Null, "nothing follows the third");
 }
 
 #[tokio::test]
