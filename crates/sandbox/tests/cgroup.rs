@@ -5,8 +5,13 @@
 //! These tests read cgroup v1's `memory` and `pids` hierarchies under `/sys/fs/cgroup`, which
 //! is what this test machine has; a cgroup v2 host is not covered by them.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly at the first unexpected error"
+)]
+
 use serde_json::Value;
-use smartworker_handler::{CommandOutput, CommandSpec, job_outcome};
+use smartworker_handler::{CommandOutput, CommandSpec};
 use smartworker_sandbox::{
     SandboxOptions, Workspace, WorkspaceOptions, remove_leftover_cgroups, run_sandboxed,
 };
@@ -116,19 +121,6 @@ async fn files_without_end_in_tmp_are_stopped_by_the_memory_limit() {
         refused || killed,
         "no sign of the memory limit: {seen:?} {out:?}"
     );
-}
-
-/// A single process over the limit is killed too, and the output says why.
-#[tokio::test]
-async fn one_process_over_the_memory_limit_is_killed_and_the_output_says_so() {
-    let opts = SandboxOptions {
-        memory_bytes: 256 << 20,
-        ..SandboxOptions::default()
-    };
-    let out = run_in_sandbox("hog = b'x' * (1 << 30)\nprint('allocated')\n", &opts).await;
-    assert!(job_outcome(&out).is_err(), "{out:?}");
-    assert!(!out.stdout.contains("allocated"), "{out:?}");
-    assert!(out.stderr.contains(&memory_note(256 << 20)), "{out:?}");
 }
 
 /// What the host saw of a run while it went on.
