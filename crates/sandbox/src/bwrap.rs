@@ -467,3 +467,36 @@ fn require_tool(tool: &'static str, path: &str) -> Result<String, SandboxError> 
         program: path.to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_a_cgroup_says_its_limits_are_per_process_only() {
+        let opts = SandboxOptions {
+            memory_bytes: 256 << 20,
+            max_processes: 32,
+            ..SandboxOptions::default()
+        };
+        let note = per_process_note(
+            "cannot create cgroup \"/sys/fs/cgroup/memory/x\": EROFS",
+            &opts,
+        );
+        expect_test::expect![[r#"
+
+            smartworker: no cgroup could be made for this run (cannot create cgroup "/sys/fs/cgroup/memory/x": EROFS), so memory and processes were limited per process only (268435456 bytes of address space and 32 processes each), not for the run as a whole
+        "#]]
+        .assert_eq(&note);
+        let limits = limit_args(&opts, true);
+        assert!(limits.contains(&"--as=268435456".to_owned()), "{limits:?}");
+        assert!(limits.contains(&"--nproc=32".to_owned()), "{limits:?}");
+        let limits = limit_args(&opts, false);
+        assert!(
+            !limits
+                .iter()
+                .any(|l| l.starts_with("--as") || l.starts_with("--nproc"))
+        );
+        assert!(limits.iter().any(|l| l.starts_with("--cpu=")), "{limits:?}");
+    }
+}

@@ -10,6 +10,7 @@
 
 use crate::options::SandboxOptions;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -146,14 +147,18 @@ impl RunCgroup {
     /// Why the run cannot have a cgroup here (none mounted, not writable, controllers not
     /// delegated), in words for the run's record. Nothing is left behind.
     pub(crate) fn create(opts: &SandboxOptions) -> Result<RunCgroup, String> {
-        let parents = Parents::find()?;
+        RunCgroup::create_under(&Parents::find()?, opts)
+    }
+
+    /// [`RunCgroup::create`] under the given parents.
+    fn create_under(parents: &Parents, opts: &SandboxOptions) -> Result<RunCgroup, String> {
         let name = run_name(std::process::id(), CREATED.fetch_add(1, Ordering::Relaxed));
         let mut cgroup = RunCgroup {
             dirs: Vec::new(),
             v2: matches!(parents, Parents::V2 { .. }),
             removed: false,
         };
-        let made = cgroup.make(&parents, &name, opts);
+        let made = cgroup.make(parents, &name, opts);
         match made {
             Ok(()) => Ok(cgroup),
             Err(reason) => {
@@ -294,7 +299,13 @@ fn kill_and_remove(dirs: &[PathBuf]) -> bool {
     let deadline = Instant::now() + REMOVAL_WAIT;
     for dir in dirs {
         // cgroup v2 kills a whole cgroup at once, forks in flight included, where it can.
-        let _ = fs::write(dir.join("cgroup.kill"), "1");
+        // Opened, never created: only a cgroup v2 kernel has the file.
+        let kill = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.kill"));
+        if let Ok(mut kill) = kill {
+            let _ = kill.write_all(b"1");
+        }
     }
     loop {
         // A process forked while the others were being killed shows up on the next pass;
@@ -409,6 +420,24 @@ mod tests {
             own_v2_dir(own, mounts),
             Some(PathBuf::from("/sys/fs/cgroup/worker"))
         );
+    }
+
+    #[test]
+    fn a_cgroup_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let parents = Parents::V1 {
+            memory: dir.path().join("memory"),
+            pids: dir.path().join("missing"),
+        };
+        std::fs::create_dir(dir.path().join("memory")).unwrap();
+
+        let made = RunCgroup::create_under(&parents, &SandboxOptions::default());
+
+        let reason = made.unwrap_err();
+        assert!(reason.starts_with("cannot create cgroup"), "{reason}");
+        assert!(reason.contains("missing"), "{reason}");
+        let left: Vec<_> = fs::read_dir(dir.path().join("memory")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
