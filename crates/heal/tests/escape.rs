@@ -239,7 +239,7 @@ impl Harness {
             .collect();
         self.worker.shutdown().await;
         assert!(escaped.is_empty(), "{backend}: not contained: {escaped:#?}");
-        assert_eq!(self.rows.len(), 17, "every attempt reports a row");
+        assert_eq!(self.rows.len(), 19, "every attempt reports a row");
         drop(self.dir);
     }
 }
@@ -603,6 +603,54 @@ async fn resources(h: &mut Harness) {
     });
     h.row("memory bomb (1 GiB under 256 MiB)", verdict);
 
+    // Reported: children each under the limit took 1.2 GiB together when the limit was per
+    // process. Bounded at six children, so a limit that does not bite cannot hurt the machine.
+    let record = h
+        .run_code(
+            "def attempt():\n    children = []\n    for _ in range(6):\n        \
+             pid = os.fork()\n        if pid == 0:\n            \
+             hog = b'x' * (100 << 20)\n            time.sleep(2)\n            os._exit(0)\n        \
+             children.append(pid)\n    \
+             statuses = [os.waitpid(pid, 0)[1] for pid in children]\n    \
+             return {'finished': sum(1 for s in statuses if s == 0)}\n",
+        )
+        .await;
+    let verdict = no_leak(&record).and_then(|()| {
+        let finished = achieved(&record).and_then(|seen| seen["finished"].as_u64());
+        if finished == Some(6) {
+            return Err("600 MiB in six processes ran under a 256 MiB limit".into());
+        }
+        stopped_by_memory_limit(&record).map(|how| {
+            let done =
+                finished.map_or("none reported".to_owned(), |n| format!("{n} of 6 finished"));
+            format!("{how} ({done})")
+        })
+    });
+    h.row("memory bomb across processes (6 x 100 MiB)", verdict);
+
+    // Reported: 881,000 empty files in /tmp in 7 s took 700 MB of the host's kernel memory;
+    // a tmpfs's size caps bytes, not inodes. Bounded at a million files.
+    let record = h
+        .run_code(
+            "def attempt():\n    made, error = 0, None\n    try:\n        \
+             while made < 1000000:\n            open(f'/tmp/f{made}', 'w').close()\n            \
+             made += 1\n    except OSError as e:\n        \
+             error = errno.errorcode.get(e.errno)\n    return {'made': made, 'error': error}\n",
+        )
+        .await;
+    let verdict = no_leak(&record).and_then(|()| {
+        let seen = achieved(&record);
+        let made = seen.as_ref().and_then(|s| s["made"].as_u64());
+        if made == Some(1_000_000) {
+            return Err("a million files were made in /tmp".into());
+        }
+        if seen.as_ref().is_some_and(|s| s["error"] == "ENOMEM") {
+            return Ok(format!("ENOMEM after {} files", made.unwrap_or_default()));
+        }
+        stopped_by_memory_limit(&record)
+    });
+    h.row("files without end in /tmp", verdict);
+
     // Many files, each under the file-size limit: only a limit on what a run writes in all
     // stops them. Bounded at four times that limit, so one that does not bite cannot fill
     // the disk.
@@ -647,6 +695,18 @@ async fn resources(h: &mut Harness) {
         }
     });
     h.row("endless loop", verdict);
+}
+
+/// How the record shows the run was stopped by its memory limit, not by its wall timeout.
+fn stopped_by_memory_limit(record: &HealAttemptRecord) -> Result<String, String> {
+    let err = &record.sandbox_stderr;
+    if err.contains("[sandbox] timed out") {
+        return Err(format!("stopped by the wall timeout only: {}", tail(err)));
+    }
+    if err.contains("killed for using more than its memory limit") {
+        return Ok("killed by the kernel's OOM killer at the limit".to_owned());
+    }
+    Err(format!("no sign of the memory limit: {}", tail(err)))
 }
 
 async fn kernel(h: &mut Harness) {

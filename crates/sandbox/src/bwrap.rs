@@ -7,10 +7,17 @@
 //! trace from the sandbox names the same files as the original failure. The workspace there is
 //! a size-limited tmpfs filled from a read-only view of the copy when the run starts, so what a
 //! run writes in all is bounded and stays in the sandbox.
+//!
+//! Memory and processes are limited for the run as a whole by a cgroup of its own
+//! ([`RunCgroup`]), entered by the first shell before anything can fork; `prlimit` adds CPU
+//! time, file size and open files per process. Where no cgroup can be made, the run goes ahead
+//! with memory and processes limited per process (`RLIMIT_AS`, `RLIMIT_NPROC`) and its output
+//! says so.
 
+use crate::cgroup::RunCgroup;
 use crate::error::SandboxError;
 use crate::inside::{ENTER_WORKSPACE, SOURCE_MOUNT, identity_files, sandbox_ids};
-use crate::options::SandboxOptions;
+use crate::options::{SandboxOptions, memory_limit_note};
 use crate::resolve::{SYSTEM_DIRS, resolve_program};
 use crate::workspace::{Workspace, WorkspaceOptions};
 use smartworker_handler::{CommandOutput, CommandSpec, run_command};
@@ -55,10 +62,16 @@ const OPEN_FILTERS: &str = r#"deny=$1 clone3=$2; shift 2; exec "$@" 8<"$deny" 9<
 /// points, which it can reach, instead of sources it may not (a toolchain under `/root`).
 const MOUNT_BINDS: &str = r#"while [ "$1" != -- ]; do mount --bind -o ro "$1" "$2" || exit 125; shift 2; done; shift; exec "$@""#;
 
+/// Run first: writes its own pid to each `cgroup.procs` file up to `--`, so everything it
+/// becomes and starts is in the run's cgroup from the start, then becomes the rest of the
+/// command line.
+const ENTER_CGROUP: &str = r#"while [ "$1" != -- ]; do echo $$ > "$1" || { echo "smartworker: cannot enter the run's cgroup" >&2; exit 125; }; shift; done; shift; exec "$@""#;
+
 /// The search path inside the sandbox.
 const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// The command line that runs `spec` inside a bubblewrap sandbox over `ws`.
+/// The command line that runs `spec` inside a bubblewrap sandbox over `ws`, with memory and
+/// processes limited per process only ([`run_sandboxed`] adds a cgroup for the whole run).
 ///
 /// The result is an ordinary [`CommandSpec`] for [`run_command`]: the handler runs the same
 /// way, only somewhere else. `spec.env` and the host environment are dropped; the handler sees
@@ -79,6 +92,18 @@ pub fn wrap(
     ws: &Workspace,
     project_root: &Path,
     opts: &SandboxOptions,
+) -> Result<CommandSpec, SandboxError> {
+    command_line(spec, ws, project_root, opts, None)
+}
+
+/// [`wrap`], run in `cgroup` when there is one: then the cgroup limits memory and processes
+/// and `prlimit` only the rest.
+fn command_line(
+    spec: &CommandSpec,
+    ws: &Workspace,
+    project_root: &Path,
+    opts: &SandboxOptions,
+    cgroup: Option<&RunCgroup>,
 ) -> Result<CommandSpec, SandboxError> {
     let root = std::fs::canonicalize(project_root).map_err(|source| SandboxError::ProjectRoot {
         path: project_root.to_owned(),
@@ -101,7 +126,14 @@ pub fn wrap(
         .cloned()
         .collect();
 
-    let mut args = vec!["-c".to_owned(), OPEN_FILTERS.to_owned(), "sh".to_owned()];
+    let mut args = Vec::new();
+    if let Some(cgroup) = cgroup {
+        args.extend(["-c", ENTER_CGROUP, "sh"].map(str::to_owned));
+        let procs = cgroup.procs_files();
+        args.extend(procs.iter().map(|p| p.to_string_lossy().into_owned()));
+        args.extend(["--".to_owned(), shell.clone()]);
+    }
+    args.extend(["-c", OPEN_FILTERS, "sh"].map(str::to_owned));
     args.extend([deny, clone3].map(|p| p.to_string_lossy().into_owned()));
     let sources = match user {
         Some(_) if !binds.is_empty() => mount_binds_privately(&mut args, ws, &binds, &shell)?,
@@ -132,7 +164,7 @@ pub fn wrap(
         sandbox_cwd(&spec.cwd, &root),
     ]);
     args.push(prlimit);
-    args.extend(limit_args(opts));
+    args.extend(limit_args(opts, cgroup.is_none()));
     args.extend(["--".to_owned(), resolved.program]);
     args.extend(spec.args.iter().cloned());
 
@@ -186,14 +218,25 @@ fn workspace_args(
     Ok(args)
 }
 
-/// Runs `spec` in a sandbox over `ws`: [`wrap`], then the handler crate's [`run_command`].
+/// Runs `spec` in a sandbox over `ws`, in a cgroup of its own: [`wrap`], then the handler
+/// crate's [`run_command`].
+///
+/// The steps:
+/// 1. Make the run's cgroup, limited to `opts.memory_bytes` and `opts.max_processes`. Where
+///    none can be made, the run goes ahead with those limits per process, and its stderr ends
+///    saying so: never silently weaker.
+/// 2. Run the wrapped command; its first shell enters the cgroup before anything forks.
+/// 3. Kill whatever is left in the cgroup and remove it, whether the run succeeded, failed or
+///    timed out. When the kernel killed a process for memory, stderr ends saying so, as a
+///    Docker run's does.
 ///
 /// # Errors
 /// The sandbox could not be built or started; a handler that fails inside it is an `Ok`
 /// output with a non-zero exit.
 ///
 /// # Cancel safety
-/// Dropping the future kills bubblewrap, and with it every process in the sandbox.
+/// Dropping the future kills bubblewrap and every process in the run's cgroup, and removes
+/// the cgroup (on a thread of its own).
 pub async fn run_sandboxed(
     spec: &CommandSpec,
     ws: &Workspace,
@@ -201,11 +244,49 @@ pub async fn run_sandboxed(
     opts: &SandboxOptions,
     stdin: &[u8],
 ) -> Result<CommandOutput, SandboxError> {
-    let wrapped = wrap(spec, ws, project_root, opts)?;
+    let cgroup = RunCgroup::create(opts);
+    let wrapped = command_line(spec, ws, project_root, opts, cgroup.as_ref().ok())?;
     if let Some(user) = drop_root_to(opts.sandbox_user()) {
         ws.hand_over(user, user)?;
     }
-    Ok(run_command(&wrapped, stdin).await?)
+    let output = run_command(&wrapped, stdin).await;
+
+    let note = match cgroup {
+        Ok(cgroup) => end_of_run(cgroup, opts).await,
+        Err(reason) => {
+            tracing::warn!(
+                reason = %reason,
+                "no cgroup for a bubblewrap run: memory and processes limited per process only"
+            );
+            Some(per_process_note(&reason, opts))
+        }
+    };
+    let mut output = output?;
+    if let Some(note) = note {
+        output.stderr.push_str(&note);
+    }
+    Ok(output)
+}
+
+/// Reads whether the kernel killed for memory, then empties and removes the run's cgroup.
+/// Returns the note for stderr, if any.
+async fn end_of_run(cgroup: RunCgroup, opts: &SandboxOptions) -> Option<String> {
+    let oom_kills = cgroup.oom_kills();
+    let removal = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+    if !matches!(removal, Ok(true)) {
+        tracing::warn!("a run's cgroup could not be removed; start-up clean-up will retry");
+    }
+    (oom_kills > 0).then(|| memory_limit_note(opts.memory_bytes))
+}
+
+/// What a run's stderr ends with when no cgroup could hold it.
+fn per_process_note(reason: &str, opts: &SandboxOptions) -> String {
+    format!(
+        "\nsmartworker: no cgroup could be made for this run ({reason}), so memory and processes \
+         were limited per process only ({} bytes of address space and {} processes each), not \
+         for the run as a whole\n",
+        opts.memory_bytes, opts.max_processes
+    )
 }
 
 /// Checks that bubblewrap can build a sandbox here and returns its version, e.g. `0.8.0`.
@@ -332,15 +413,21 @@ fn env_args(env: &[(String, String)], prefixes: &[PathBuf]) -> Vec<String> {
     args
 }
 
-fn limit_args(opts: &SandboxOptions) -> Vec<String> {
+/// The per-process limits: CPU time, open files and file size always, memory and processes
+/// too when no cgroup limits them for the whole run.
+fn limit_args(opts: &SandboxOptions, per_process_only: bool) -> Vec<String> {
     let cpu_secs = opts.wall_timeout.as_secs_f64().ceil().max(1.0);
-    vec![
-        format!("--as={}", opts.memory_bytes),
-        format!("--cpu={cpu_secs}"),
-        format!("--nproc={}", opts.max_processes),
-        format!("--nofile={}", opts.max_open_files),
-        format!("--fsize={}", opts.max_file_bytes),
-    ]
+    let mut args = Vec::new();
+    if per_process_only {
+        args.push(format!("--as={}", opts.memory_bytes));
+    }
+    args.push(format!("--cpu={cpu_secs}"));
+    if per_process_only {
+        args.push(format!("--nproc={}", opts.max_processes));
+    }
+    args.push(format!("--nofile={}", opts.max_open_files));
+    args.push(format!("--fsize={}", opts.max_file_bytes));
+    args
 }
 
 /// The handler's working directory inside: its own, when that is inside the project.
@@ -379,4 +466,37 @@ fn require_tool(tool: &'static str, path: &str) -> Result<String, SandboxError> 
         tool,
         program: path.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_a_cgroup_says_its_limits_are_per_process_only() {
+        let opts = SandboxOptions {
+            memory_bytes: 256 << 20,
+            max_processes: 32,
+            ..SandboxOptions::default()
+        };
+        let note = per_process_note(
+            "cannot create cgroup \"/sys/fs/cgroup/memory/x\": EROFS",
+            &opts,
+        );
+        expect_test::expect![[r#"
+
+            smartworker: no cgroup could be made for this run (cannot create cgroup "/sys/fs/cgroup/memory/x": EROFS), so memory and processes were limited per process only (268435456 bytes of address space and 32 processes each), not for the run as a whole
+        "#]]
+        .assert_eq(&note);
+        let limits = limit_args(&opts, true);
+        assert!(limits.contains(&"--as=268435456".to_owned()), "{limits:?}");
+        assert!(limits.contains(&"--nproc=32".to_owned()), "{limits:?}");
+        let limits = limit_args(&opts, false);
+        assert!(
+            !limits
+                .iter()
+                .any(|l| l.starts_with("--as") || l.starts_with("--nproc"))
+        );
+        assert!(limits.iter().any(|l| l.starts_with("--cpu=")), "{limits:?}");
+    }
 }

@@ -13,7 +13,7 @@
 
 use crate::error::SandboxError;
 use crate::inside::{ENTER_CONTAINER, SOURCE_MOUNT, STDIN_MOUNT, identity_files};
-use crate::options::SandboxOptions;
+use crate::options::{SandboxOptions, memory_limit_note};
 use crate::seccomp;
 use crate::workspace::Workspace;
 use bollard::Docker;
@@ -148,11 +148,9 @@ impl DockerSandbox {
         guard.remove_now().await;
         let mut output = output?;
         if oom {
-            output.stderr.push_str(&format!(
-                "\nsmartworker: the sandbox was killed for using more than its memory limit \
-                 of {} bytes\n",
-                opts.memory_bytes
-            ));
+            output
+                .stderr
+                .push_str(&memory_limit_note(opts.memory_bytes));
         }
         Ok(output)
     }

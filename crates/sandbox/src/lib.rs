@@ -10,6 +10,7 @@
 
 mod backend;
 mod bwrap;
+mod cgroup;
 mod docker;
 mod error;
 mod handler;
@@ -21,6 +22,7 @@ mod workspace;
 
 pub use backend::{BackendChoice, BackendKind, SandboxBackend, SandboxPolicy};
 pub use bwrap::{check_available, run_sandboxed, wrap};
+pub use cgroup::remove_leftover_cgroups;
 pub use docker::{
     DEFAULT_DOCKER_SOCKET, DockerOptions, DockerSandbox, LABEL_JOB, LABEL_PID, LABEL_SANDBOX,
     check_docker, finish_removals, remove_leftovers,

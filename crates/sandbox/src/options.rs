@@ -9,16 +9,28 @@ use std::time::Duration;
 /// other daemons running as `nobody` could otherwise read or write a workspace while it exists.
 pub const DEFAULT_SANDBOX_UID: u32 = 61000;
 
+/// What a run's stderr ends with when the kernel killed a process of it for memory, under
+/// either backend.
+pub(crate) fn memory_limit_note(memory_bytes: u64) -> String {
+    format!(
+        "\nsmartworker: the sandbox was killed for using more than its memory limit of \
+         {memory_bytes} bytes\n"
+    )
+}
+
 /// Isolation limits of one sandboxed run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SandboxOptions {
     /// Wall-clock time before the whole sandbox is killed; also the CPU-time limit.
     pub wall_timeout: Duration,
-    /// Memory limit, in bytes: each process's address space under bubblewrap
-    /// (`RLIMIT_AS`), the container's memory (swap included) under Docker.
+    /// Memory limit, in bytes, for the run as a whole: its processes, the pages of its tmpfs
+    /// mounts and the kernel's memory for it (inodes), swap included where the kernel counts
+    /// it; the run's cgroup under bubblewrap, the container's under Docker. Where bubblewrap
+    /// gets no cgroup, each process's address space (`RLIMIT_AS`) instead.
     pub memory_bytes: u64,
-    /// Processes the sandbox may have at once (`RLIMIT_NPROC` under bubblewrap, counted per
-    /// sandbox; the pids cgroup under Docker).
+    /// Processes (and threads) the sandbox may have at once: the run's pids cgroup under
+    /// bubblewrap (`RLIMIT_NPROC`, counted per sandbox, where it gets no cgroup), the
+    /// container's under Docker.
     pub max_processes: u64,
     /// Open files per process (`RLIMIT_NOFILE`).
     pub max_open_files: u64,

@@ -468,9 +468,9 @@ fn backend_kind(kind: SandboxKind) -> BackendKind {
     }
 }
 
-/// Removes sandbox workspaces and containers a crashed SmartWorker left behind, the latter on
-/// every Docker engine a queue may use. An engine that does not answer is not an error here: healing reports it
-/// when a queue needs it.
+/// Removes sandbox workspaces, bubblewrap runs' cgroups and containers a crashed SmartWorker
+/// left behind, the last on every Docker engine a queue may use. An engine that does not
+/// answer is not an error here: healing reports it when a queue needs it.
 async fn remove_leftover_sandboxes(policy: SandboxPolicy, workspaces: Option<PathBuf>) {
     let stale = tokio::task::spawn_blocking(move || {
         smartworker_sandbox::remove_stale_workspaces(workspaces.as_deref())
@@ -479,6 +479,12 @@ async fn remove_leftover_sandboxes(policy: SandboxPolicy, workspaces: Option<Pat
         && !removed.is_empty()
     {
         info!(workspaces = ?removed, "removed sandbox workspaces left behind");
+    }
+    let cgroups = tokio::task::spawn_blocking(smartworker_sandbox::remove_leftover_cgroups);
+    if let Ok(removed) = cgroups.await
+        && !removed.is_empty()
+    {
+        info!(cgroups = ?removed, "removed sandbox cgroups left behind");
     }
     for socket in policy.docker_sockets() {
         match smartworker_sandbox::remove_leftovers(socket).await {
