@@ -728,6 +728,14 @@ impl Healer {
         };
         let mode = self.modes.get(&job.queue).copied().unwrap_or_default();
         let mut outcome = mode.outcome(&output, job);
+        // A process of the run killed for memory fails it, even when the handler survived
+        // and exited 0: the fix did not run as it would in production.
+        let killed = smartworker_sandbox::memory_limit_note(opts.memory_bytes);
+        if outcome.is_ok() && output.stderr.contains(killed.trim()) {
+            outcome = Err(JobFailure::new(
+                killed.trim().trim_start_matches("smartworker: "),
+            ));
+        }
         if outcome.is_ok()
             && let Err(failure) = self.run_checks(&ws, &opts, sandbox).await
         {

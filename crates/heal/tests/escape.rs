@@ -239,7 +239,7 @@ impl Harness {
             .collect();
         self.worker.shutdown().await;
         assert!(escaped.is_empty(), "{backend}: not contained: {escaped:#?}");
-        assert_eq!(self.rows.len(), 19, "every attempt reports a row");
+        assert_eq!(self.rows.len(), 20, "every attempt reports a row");
         drop(self.dir);
     }
 }
@@ -620,6 +620,7 @@ async fn resources(h: &mut Harness) {
         if finished == Some(6) {
             return Err("600 MiB in six processes ran under a 256 MiB limit".into());
         }
+
         stopped_by_memory_limit(&record).map(|how| {
             let done =
                 finished.map_or("none reported".to_owned(), |n| format!("{n} of 6 finished"));
@@ -627,6 +628,18 @@ async fn resources(h: &mut Harness) {
         })
     });
     h.row("memory bomb across processes (6 x 100 MiB)", verdict);
+
+    // A handler that outlives its child's death for memory and exits 0 with a result: the fix
+    // did not run as it would in production, so the round must not pass.
+    let code = "import json, os, sys\npid = os.fork()\nif pid == 0:\n    \
+                hog = b'x' * (400 << 20)\n    os._exit(0)\nos.waitpid(pid, 0)\n\
+                print(json.dumps({'ok': True}))\n";
+    let record = h.heal_with(whole_file_reply(HANDLER, code)).await;
+    let verdict = match record.verdict.as_str() {
+        "passed" => Err("passed although a process of the run was killed for memory".into()),
+        _ => stopped_by_memory_limit(&record).map(|how| format!("round failed: {how}")),
+    };
+    h.row("a fix whose child is killed for memory, exiting 0", verdict);
 
     // Reported: 881,000 empty files in /tmp in 7 s took 700 MB of the host's kernel memory;
     // a tmpfs's size caps bytes, not inodes. Bounded at a million files.
