@@ -9,8 +9,8 @@ mod support;
 use serde::Deserialize;
 use smartworker_memory::{
     DEFAULT_GROUP_THRESHOLD, DEFAULT_SEARCH_FLOOR, Embedder, FailureInput, FailureRecord,
-    FrameInput, MemoryStore, QueryVector, SearchQuery, chunks_for_failure, cosine, embed_chunks,
-    summary_text,
+    FrameInput, MemoryStore, QueryVector, SearchHit, SearchQuery, chunks_for_failure, cosine,
+    embed_chunks, summary_text,
 };
 use smartworker_triage::ParseOptions;
 
@@ -79,6 +79,21 @@ async fn record(store: &MemoryStore, input: FailureInput) -> FailureRecord {
     store.record_failure(input, vectors).await.unwrap()
 }
 
+/// The five groups most like `text`, searched as the app does: its words and its vector.
+async fn search(store: &MemoryStore, text: &str) -> Vec<SearchHit> {
+    let embedder = support::embedder();
+    let vector = embedder.embed(&[text.to_owned()]).await.unwrap().remove(0);
+    let query = SearchQuery {
+        text: text.into(),
+        vector: Some(QueryVector {
+            model: embedder.model().into(),
+            vector,
+        }),
+        k: 5,
+    };
+    store.search(query).await.unwrap()
+}
+
 fn store() -> MemoryStore {
     MemoryStore::open_in_memory()
         .unwrap()
@@ -143,21 +158,11 @@ async fn a_search_for_the_errors_words_finds_its_group() {
     .await;
     let age = record(&store, failure("2", &age_type_error(71))).await;
 
-    let embedder = support::embedder();
     for (text, expected) in [
         ("user not found", missing.group_id),
         ("unsupported operand in compute_age", age.group_id),
     ] {
-        let vector = embedder.embed(&[text.to_owned()]).await.unwrap().remove(0);
-        let query = SearchQuery {
-            text: text.into(),
-            vector: Some(QueryVector {
-                model: embedder.model().into(),
-                vector,
-            }),
-            k: 5,
-        };
-        let hits = store.search(query).await.unwrap();
+        let hits = search(&store, text).await;
         assert_eq!(hits[0].summary.group.id, expected, "{text}");
         assert_eq!(hits[0].vector_rank, Some(1), "{text}");
     }
@@ -174,33 +179,16 @@ async fn a_search_for_something_never_seen_finds_nothing() {
     .await;
     record(&store, failure("2", &age_type_error(71))).await;
 
-    let embedder = support::embedder();
-    let search = |text: &'static str| {
-        let embedder = embedder.clone();
-        let store = store.clone();
-        async move {
-            let vector = embedder.embed(&[text.to_owned()]).await.unwrap().remove(0);
-            let query = SearchQuery {
-                text: text.into(),
-                vector: Some(QueryVector {
-                    model: embedder.model().into(),
-                    vector,
-                }),
-                k: 5,
-            };
-            store.search(query).await.unwrap()
-        }
-    };
     // "in" and "the" are in both traces ("in handle_login"), but say nothing.
     for text in [
         "quantum banana pancake",
         "weather tomorrow in Paris",
         "the shopping list",
     ] {
-        let hits = search(text).await;
+        let hits = search(&store, text).await;
         assert!(hits.is_empty(), "{text}: {hits:?}");
     }
-    let hits = search("login user does not exist").await;
+    let hits = search(&store, "login user does not exist").await;
     assert_eq!(hits[0].summary.group.id, missing.group_id, "{hits:?}");
 }
 

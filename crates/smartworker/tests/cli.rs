@@ -798,14 +798,20 @@ fn sandbox_image() -> String {
         .unwrap_or_else(|_| "smartworker-sandbox-test:3".into())
 }
 
-/// Reported: Docker has no `--die-with-parent`, so a SIGKILLed SmartWorker left its
-/// container running the handler until the next start-up removed it.
-#[test]
-fn container_job_dies_with_a_killed_server() {
+/// A project whose jobs run in Docker sandboxes (`EXECUTION_CONTEXT=sandbox`).
+fn docker_project() -> Project {
     let mut project = Project::new();
     project.set("EXECUTION_CONTEXT", "sandbox");
     project.set("APP_HEAL_SANDBOX", "docker");
     project.set("APP_HEAL_SANDBOX_IMAGE", sandbox_image());
+    project
+}
+
+/// Reported: Docker has no `--die-with-parent`, so a SIGKILLed SmartWorker left its
+/// container running the handler until the next start-up removed it.
+#[test]
+fn container_job_dies_with_a_killed_server() {
+    let project = docker_project();
     let mut server = project.serve();
     let pid = server.child.id();
     project
@@ -831,10 +837,7 @@ fn container_job_dies_with_a_killed_server() {
 /// container behind until the next start-up; its removal was a task the exit cut short.
 #[test]
 fn a_server_stopped_mid_run_removes_its_container_before_it_exits() {
-    let mut project = Project::new();
-    project.set("EXECUTION_CONTEXT", "sandbox");
-    project.set("APP_HEAL_SANDBOX", "docker");
-    project.set("APP_HEAL_SANDBOX_IMAGE", sandbox_image());
+    let project = docker_project();
     let server = project.serve();
     let pid = server.child.id();
     project
@@ -895,12 +898,7 @@ fn auto_takes_docker_where_bubblewrap_is_missing() {
 
 #[test]
 fn container_and_workspace_of_a_killed_server_are_removed_when_it_starts_again() {
-    let mut project = Project::new();
-    project.set("EXECUTION_CONTEXT", "sandbox");
-    project.set("APP_HEAL_SANDBOX", "docker");
-    let image = std::env::var("SMARTWORKER_SANDBOX_IMAGE")
-        .unwrap_or_else(|_| "smartworker-sandbox-test:3".into());
-    project.set("APP_HEAL_SANDBOX_IMAGE", image);
+    let project = docker_project();
     let mut server = project.serve();
     let pid = server.child.id();
     // Short, so the job's second run after the restart ends well within the stop's grace.
