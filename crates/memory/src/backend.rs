@@ -153,4 +153,12 @@ pub trait MemoryBackend: Send + Sync + 'static {
 
     /// How many failures are stored.
     async fn failure_count(&self) -> Result<u64, MemoryError>;
+
+    /// Checks that the store answers, as cheaply as it can.
+    ///
+    /// # Errors
+    /// When it does not.
+    async fn ping(&self) -> Result<(), MemoryError> {
+        self.failure_count().await.map(|_| ())
+    }
 }

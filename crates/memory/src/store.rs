@@ -253,6 +253,14 @@ impl MemoryStore {
         self.backend.get_group(id).await
     }
 
+    /// Checks that the store answers (`/healthz`).
+    ///
+    /// # Errors
+    /// Backend errors, such as PostgreSQL being away.
+    pub async fn ping(&self) -> Result<(), MemoryError> {
+        self.backend.ping().await
+    }
+
     /// How many failures are stored.
     ///
     /// # Errors

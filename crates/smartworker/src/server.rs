@@ -709,5 +709,19 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 async fn healthz(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     api.app.backend.queues().await?;
-    Ok(Json(json!({ "status": "ok" })))
+    // Jobs run on without memory (PostgreSQL's writes are buffered), so its absence degrades
+    // the service rather than stopping it: 200, with the reason.
+    let probe = tokio::time::timeout(HEALTH_PROBE, api.app.memory.ping()).await;
+    let memory = match probe {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(err)) => format!("unavailable: {err}"),
+        Err(_) => format!("unavailable: no answer within {} s", HEALTH_PROBE.as_secs()),
+    };
+    let status = if memory == "ok" { "ok" } else { "degraded" };
+    Ok(Json(
+        json!({ "status": status, "queue": "ok", "memory": memory }),
+    ))
 }
+
+/// How long `/healthz` waits for the memory store.
+const HEALTH_PROBE: std::time::Duration = std::time::Duration::from_secs(2);

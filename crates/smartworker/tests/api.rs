@@ -832,7 +832,10 @@ async fn healthz_answers_ok() {
 
     assert_eq!(
         (reply.status, reply.body),
-        (StatusCode::OK, json!({"status": "ok"}))
+        (
+            StatusCode::OK,
+            json!({"status": "ok", "queue": "ok", "memory": "ok"})
+        )
     );
 }
 
