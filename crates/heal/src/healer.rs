@@ -505,7 +505,7 @@ impl Healer {
             return Ok(false);
         };
         let started = Instant::now();
-        let verification = self.verify(&case.job, &edits, sandbox).await;
+        let verification = self.verify(case, &edits, sandbox).await;
         let answer = Answer {
             round: 0,
             question: "",
@@ -615,7 +615,7 @@ impl Healer {
         let known: Vec<String> = case.snippets.iter().map(|s| s.path.clone()).collect();
         let edits = smartworker_edits::parse_reply(answer.reply, &known);
         let verification = match &edits {
-            Ok(edits) => self.verify(&case.job, edits, sandbox).await,
+            Ok(edits) => self.verify(case, edits, sandbox).await,
             Err(err) => Verification::Refused(err.to_string()),
         };
         let edits = edits.unwrap_or_default();
@@ -667,7 +667,7 @@ impl Healer {
 
     /// Why an edit of `path` is refused: a path outside the project, or one a fix may not
     /// change ([`Protected`]).
-    fn refusal(&self, path: &str) -> Option<String> {
+    fn refusal(&self, path: &str, shown: &[String]) -> Option<String> {
         let s = self.settings();
         let file = match smartworker_edits::check_path(&s.project_root, path) {
             Ok(file) => file,
@@ -681,20 +681,23 @@ impl Healer {
             root: &root,
             checks: s.check_command.as_deref(),
             skipped: &s.workspaces.skip,
+            shown,
         };
         protected.refusal(path, &file)
     }
 
     /// Applies `edits` in a fresh workspace and re-runs the job there. The workspace is
     /// destroyed whatever happens.
-    async fn verify(&self, job: &Job, edits: &[Edit], sandbox: &SandboxBackend) -> Verification {
+    async fn verify(&self, case: &Case, edits: &[Edit], sandbox: &SandboxBackend) -> Verification {
+        let job = &case.job;
         let s = self.settings();
         let Some(command) = self.parts.commands.get(&job.queue) else {
             return Verification::Refused(format!("queue {:?} has no command handler", job.queue));
         };
         // The workspace copy leaves out symlinks that lead outside the project, so a path that
         // is safe there may not be in the project itself; a fix must be appliable to both.
-        if let Some(refusal) = edits.iter().find_map(|e| self.refusal(e.path())) {
+        let shown: Vec<String> = case.snippets.iter().map(|s| s.path.clone()).collect();
+        if let Some(refusal) = edits.iter().find_map(|e| self.refusal(e.path(), &shown)) {
             return Verification::Refused(refusal);
         }
         let root = s.project_root.clone();

@@ -505,12 +505,14 @@ async fn failing_checks_are_named_with_their_output_in_the_record_reason_and_mai
 #[tokio::test]
 async fn a_fix_may_not_rewrite_the_checks_that_judge_it_or_touch_secrets() {
     let checks = vec!["python3".to_owned(), "tools/check.py".to_owned()];
-    let h = Harness::start_full(3, None, None, Some(checks)).await;
+    let h = Harness::start_full(5, None, None, Some(checks)).await;
     write_file(
         &h.root.join("tools/check.py"),
         "raise SystemExit('the real check')\n",
     );
+    write_file(&h.root.join("tools/expected.py"), "TOTAL = 6\n");
     write_file(&h.root.join(".env"), "SECRET_TOKEN=tok-123\n");
+    std::os::unix::fs::symlink("tools", h.root.join("t")).unwrap();
     let cheat = |path: &str, text: &str| {
         format!(
             "Fixed! I also simplified the check, it was too strict.\n\n```python path={path}\n\
@@ -522,6 +524,12 @@ async fn a_fix_may_not_rewrite_the_checks_that_judge_it_or_touch_secrets() {
     h.model
         .push_content(cheat("tests/test_signup.py", "def test_ok():\n    pass"));
     h.model.push_content(cheat(".env", "APP_HEAL_SANDBOX=none"));
+    // Reported: the same check reached through an in-project symlink was verified.
+    h.model
+        .push_content(cheat("t/check.py", "print('checks ok')"));
+    // A module the check imports, which the trace never pointed at.
+    h.model
+        .push_content(cheat("tools/expected.py", "TOTAL = 0"));
     let id = h.signup("ada@example.com").await;
     let report = h.healed(&id).await;
     assert_eq!(report["verified"], false, "{report:#}");
@@ -530,10 +538,15 @@ async fn a_fix_may_not_rewrite_the_checks_that_judge_it_or_touch_secrets() {
         .iter()
         .map(|a| a.record.refusal.clone().unwrap_or_default())
         .collect();
-    assert_eq!(refusals.len(), 3, "{attempts:?}");
+    assert_eq!(refusals.len(), 5, "{attempts:?}");
     assert!(refusals[0].contains("tests or checks"), "{refusals:?}");
     assert!(refusals[1].contains("tests or checks"), "{refusals:?}");
     assert!(refusals[2].contains("secrets"), "{refusals:?}");
+    assert!(refusals[3].contains("tests or checks"), "{refusals:?}");
+    assert!(
+        refusals[4].contains("not among the files the trace"),
+        "{refusals:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(h.root.join(".env")).unwrap(),
         "SECRET_TOKEN=tok-123\n"

@@ -19,18 +19,55 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 use tempfile::TempDir;
 
-/// Directory names never copied: version control, our own state, build output, caches.
-pub const SKIPPED_DIRS: [&str; 4] = [".git", ".smartworker", "target", "__pycache__"];
+/// Directory names never copied: version control, our own state, build output, caches, and
+/// the usual homes of credentials (SSH keys, cloud and registry logins).
+pub const SKIPPED_DIRS: [&str; 9] = [
+    ".git",
+    ".smartworker",
+    "target",
+    "__pycache__",
+    ".ssh",
+    ".aws",
+    ".docker",
+    ".gnupg",
+    ".kube",
+];
 
-/// Whether a file of this name is never copied, as it may hold secrets: `.env` (SmartWorker's
-/// own: SMTP, database, model keys), its variants (`.env.local`, `.env.production`,
-/// `secrets.env`), direnv's `.envrc`, and the `.netrc` and `.pgpass` password files. Sandboxed
-/// code gets only the variables its queue passes on.
+/// File names that hold credentials by convention, compared without case.
+const SECRET_NAMES: [&str; 15] = [
+    ".netrc",
+    ".pgpass",
+    ".npmrc",
+    ".pypirc",
+    ".git-credentials",
+    ".secrets",
+    "secrets.json",
+    "credentials",
+    "credentials.json",
+    "master.key",
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    ".htpasswd",
+];
+
+/// Extensions of private keys and key stores, compared without case.
+const SECRET_EXTENSIONS: [&str; 4] = ["key", "p12", "pfx", "jks"];
+
+/// Whether a file of this name is never copied, as it may hold secrets, whatever its case:
+/// `.env` (SmartWorker's own: SMTP, database, model keys) and every name starting with it
+/// (`.env.local`, `.env-prod`, `.env~`, direnv's `.envrc`), `*.env`, the usual credential
+/// files (`.netrc`, `.pgpass`, `.npmrc`, `.pypirc`, `.git-credentials`, `master.key`,
+/// `credentials.json`, SSH private keys...) and key stores (`*.key`, `*.p12`, `*.pfx`,
+/// `*.jks`). Sandboxed code gets only the variables its queue passes on.
 pub fn is_secret_file(name: &str) -> bool {
-    name == ".env"
-        || name.starts_with(".env.")
+    let name = name.to_lowercase();
+    let extension = name.rsplit_once('.').map(|(_, ext)| ext);
+    name.starts_with(".env")
         || name.ends_with(".env")
-        || matches!(name, ".envrc" | ".netrc" | ".pgpass")
+        || SECRET_NAMES.contains(&name.as_str())
+        || extension.is_some_and(|ext| SECRET_EXTENSIONS.contains(&ext))
 }
 
 /// How workspace directories are named, followed by the process id of the SmartWorker that
@@ -154,11 +191,14 @@ impl Workspace {
                 .iter()
                 .filter_map(|p| fs::canonicalize(p).ok())
                 .collect(),
+            secret_inodes: std::collections::HashSet::new(),
+            linked: Vec::new(),
             files: 0,
             bytes: 0,
             notes: Vec::new(),
         };
         copy.dir(&root, &copy_dir)?;
+        copy.drop_links_to_secrets()?;
         let notes = copy.notes;
         Ok(Workspace {
             dir,
@@ -308,9 +348,26 @@ struct TreeCopy<'a> {
     files: u64,
     bytes: u64,
     notes: Vec<String>,
+    /// The (device, inode) of every secret file left out.
+    secret_inodes: std::collections::HashSet<(u64, u64)>,
+    /// Copied files with more than one name: (device, inode), source, copy.
+    linked: Vec<((u64, u64), PathBuf, PathBuf)>,
 }
 
 impl TreeCopy<'_> {
+    /// Removes the copies of files that are other names (hard links) of a secret file left
+    /// out: `config/settings.txt` linked to `.env` holds the same secrets.
+    fn drop_links_to_secrets(&mut self) -> Result<(), SandboxError> {
+        let linked = std::mem::take(&mut self.linked);
+        for (inode, from, to) in linked {
+            if self.secret_inodes.contains(&inode) {
+                fs::remove_file(&to).map_err(|e| copy_err(&from, e))?;
+                self.note(&from, "is a hard link to a file that may hold secrets");
+            }
+        }
+        Ok(())
+    }
+
     fn dir(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
         let mut entries: Vec<_> = read_dir(from)?;
         // A sorted walk makes the notes and a limit error the same on every run.
@@ -343,6 +400,7 @@ impl TreeCopy<'_> {
             return self.symlink(from, to);
         }
         if is_skipped_file(from) {
+            self.secret_inodes.insert((meta.dev(), meta.ino()));
             self.note(
                 from,
                 "may hold secrets; the sandbox gets only the queue's env",
@@ -355,6 +413,10 @@ impl TreeCopy<'_> {
         }
         self.count(meta.len())?;
         reflink_copy::reflink_or_copy(from, to).map_err(|e| copy_err(from, e))?;
+        if meta.nlink() > 1 {
+            self.linked
+                .push(((meta.dev(), meta.ino()), from.to_owned(), to.to_owned()));
+        }
         Ok(())
     }
 

@@ -372,11 +372,22 @@ fn workspace_leaves_out_secret_files_and_smartworkers_state() {
         ".pgpass",
         "swstate/queue.db",
         "environment.py",
-        "envoy.yaml",
+        "app.envoy.yaml",
+        // Reported by a second tester: other cases and credential files.
+        ".ENV",
+        ".env~",
+        ".npmrc",
+        ".git-credentials",
+        "config/master.key",
+        "deploy/id_rsa",
+        ".aws/credentials",
+        ".docker/config.json",
     ] {
         fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
         fs::write(root.join(path), "SECRET_TOKEN=tok-123\n").unwrap();
     }
+    // Another name of `.env`, which a name alone cannot tell.
+    fs::hard_link(root.join(".env"), root.join("config/settings.txt")).unwrap();
     let opts = WorkspaceOptions {
         skip: vec![root.join("swstate"), root.join("not-there")],
         ..WorkspaceOptions::default()
@@ -384,19 +395,26 @@ fn workspace_leaves_out_secret_files_and_smartworkers_state() {
     let ws = Workspace::create(&root, &opts).unwrap();
 
     expect![[r#"
+        app.envoy.yaml
         environment.py
-        envoy.yaml
         handler.py"#]]
     .assert_eq(&listing(ws.path()).join("\n"));
     expect![[r#"
+        left out .ENV: it may hold secrets; the sandbox gets only the queue's env
         left out .env: it may hold secrets; the sandbox gets only the queue's env
         left out .env.local: it may hold secrets; the sandbox gets only the queue's env
         left out .envrc: it may hold secrets; the sandbox gets only the queue's env
+        left out .env~: it may hold secrets; the sandbox gets only the queue's env
+        left out .git-credentials: it may hold secrets; the sandbox gets only the queue's env
         left out .netrc: it may hold secrets; the sandbox gets only the queue's env
+        left out .npmrc: it may hold secrets; the sandbox gets only the queue's env
         left out .pgpass: it may hold secrets; the sandbox gets only the queue's env
         left out config/.env.production: it may hold secrets; the sandbox gets only the queue's env
+        left out config/master.key: it may hold secrets; the sandbox gets only the queue's env
+        left out deploy/id_rsa: it may hold secrets; the sandbox gets only the queue's env
         left out secrets.env: it may hold secrets; the sandbox gets only the queue's env
-        left out swstate: it is SmartWorker's state"#]]
+        left out swstate: it is SmartWorker's state
+        left out config/settings.txt: it is a hard link to a file that may hold secrets"#]]
     .assert_eq(&ws.notes().join("\n"));
 }
 

@@ -432,8 +432,12 @@ fn sandbox_options(cfg: &Config) -> SandboxOptions {
 fn workspace_options(cfg: &Config) -> WorkspaceOptions {
     WorkspaceOptions {
         parent_dir: cfg.heal.workspace_dir.clone(),
-        // Other jobs' payloads are no business of a fix's run.
-        skip: vec![cfg.state_dir.clone(), db_path(cfg)],
+        // Other jobs' payloads are no business of a fix's run, nor is SmartWorker's own
+        // configuration, whatever its file is called.
+        skip: [cfg.state_dir.clone(), db_path(cfg)]
+            .into_iter()
+            .chain(cfg.sources.iter().cloned())
+            .collect(),
         ..WorkspaceOptions::default()
     }
 }

@@ -276,7 +276,7 @@ fn queue(
                 queue.processes = Some(raw.positive_u32()?);
                 processes = Some(raw);
             }
-            "dead_letter_queue" => queue.dead_letter_queue = Some(queue_name(&raw)?),
+            "dead_letter_queue" => queue.dead_letter_queue = Some(dead_letter_queue(&raw)?),
             other => match super::sandbox::queue_field(&mut queue, other, &raw) {
                 Some(read) => read?,
                 None => return Err(doc.unknown(field.span(), &path, QUEUE_KEYS)),
@@ -306,6 +306,18 @@ fn lock_ms(raw: &Raw) -> Result<u64, ConfigError> {
         )));
     }
     Ok(ms)
+}
+
+/// A dead-letter queue: any queue name but the healing queue's, whose jobs are heal orders.
+fn dead_letter_queue(raw: &Raw) -> Result<String, ConfigError> {
+    let name = queue_name(raw)?;
+    if name == HEAL_QUEUE {
+        return Err(raw.invalid(format!(
+            "{name:?} is SmartWorker's own healing queue; a failed job copied there would be \
+             run as a heal order"
+        )));
+    }
+    Ok(name)
 }
 
 /// A queue name, such as a dead-letter queue's.

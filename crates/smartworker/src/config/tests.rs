@@ -241,6 +241,24 @@ fn an_out_of_range_port_is_refused() {
     );
 }
 
+/// Reported: `dead_letter_queue = "smartworker-heal"` made every failure a heal order.
+#[test]
+fn the_heal_queue_cannot_be_a_dead_letter_queue() {
+    let project = Project::new();
+    project.file(
+        "smartworker.toml",
+        "[queues.calc]\ncommand = [\"x\"]\ndead_letter_queue = \"smartworker-heal\"\n",
+    );
+    check_error(
+        &project,
+        None,
+        &[],
+        expect![[
+            r#"smartworker.toml:3: queues.calc.dead_letter_queue: "smartworker-heal" is SmartWorker's own healing queue; a failed job copied there would be run as a heal order"#
+        ]],
+    );
+}
+
 /// Reported: `[queues.smartworker-heal]` was taken and ignored.
 #[test]
 fn the_heal_queue_cannot_be_configured_as_a_queue() {
