@@ -966,7 +966,10 @@ fn stderr_with_ending(output: &CommandOutput, outcome: &Result<Value, JobFailure
     let stopped = output.timed_out || output.signal.is_some();
     match outcome {
         Err(failure) if stopped => format!("{}\n[sandbox] {}\n", output.stderr, failure.message),
-        Err(failure) if output.exit_code == Some(0) => {
+        // A failure the output already states (the sandbox's memory note) is not said twice.
+        Err(failure)
+            if output.exit_code == Some(0) && !output.stderr.contains(&failure.message) =>
+        {
             let shown = failure.stack.as_deref().unwrap_or_default();
             format!("{}\n[{}]\n{shown}", output.stderr, failure.message)
         }

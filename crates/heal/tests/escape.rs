@@ -635,8 +635,10 @@ async fn resources(h: &mut Harness) {
                 hog = b'x' * (400 << 20)\n    os._exit(0)\nos.waitpid(pid, 0)\n\
                 print(json.dumps({'ok': True}))\n";
     let record = h.heal_with(whole_file_reply(HANDLER, code)).await;
+    let notes = record.sandbox_stderr.matches("memory limit of").count();
     let verdict = match record.verdict.as_str() {
         "passed" => Err("passed although a process of the run was killed for memory".into()),
+        _ if notes != 1 => Err(format!("the memory note is in the record {notes} times")),
         _ => stopped_by_memory_limit(&record).map(|how| format!("round failed: {how}")),
     };
     h.row("a fix whose child is killed for memory, exiting 0", verdict);
