@@ -53,6 +53,67 @@ static SECRET_KEY_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("(?i){SECRET_KEY}")).expect("the secret key name pattern compiles")
 });
 
+/// Whole key names (without case, `-` and `_`) that hold secrets in a payload although no
+/// secret word is part of them: short forms, session cookies, keys and card data.
+const SECRET_KEYS_WHOLE: [&str; 16] = [
+    "pass",
+    "passphrase",
+    "pin",
+    "cookie",
+    "cookies",
+    "session",
+    "sessionid",
+    "auth",
+    "authorization",
+    "ssh",
+    "sshkey",
+    "card",
+    "cardnumber",
+    "cvv",
+    "cvc",
+    "ssn",
+];
+
+/// A PEM private key block, whatever its kind (`RSA`, `EC`, `OPENSSH`, none).
+static PRIVATE_KEY_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
+        .expect("the private key pattern compiles")
+});
+
+/// A payment card number as people write it: 15 or 16 digits, alone or in groups of four
+/// (Amex: 4-6-5), starting as card numbers do. [`mask_secrets`] masks it only when its Luhn
+/// check holds, so most other long numbers are left alone.
+static CARD_NUMBER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b[3-6]\d{3}(?:[ -]?\d{4}){3}\b|\b3[47]\d{2}[ -]?\d{6}[ -]?\d{5}\b")
+        .expect("the card number pattern compiles")
+});
+
+/// The Luhn check of the digits in `text`.
+fn luhn(text: &str) -> bool {
+    let digits: Vec<u32> = text.chars().filter_map(|c| c.to_digit(10)).collect();
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| match (i % 2, d * 2) {
+            (1, doubled) if doubled > 9 => doubled - 9,
+            (1, doubled) => doubled,
+            _ => *d,
+        })
+        .sum();
+    !digits.is_empty() && sum.is_multiple_of(10)
+}
+
+/// Whether a payload key names a secret.
+fn is_secret_key(key: &str) -> bool {
+    let bare: String = key
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .collect::<String>()
+        .to_lowercase();
+    SECRET_KEY_NAME.is_match(key) || SECRET_KEYS_WHOLE.contains(&bare.as_str())
+}
+
 /// Replaces every configured secret value and every obvious secret pattern in `text` with
 /// [`MASK`].
 ///
@@ -67,6 +128,13 @@ pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
         .replace_all(&masked, |c: &Captures| format!("{}{MASK}", &c[1]))
         .into_owned();
     masked = TOKEN_SHAPES.replace_all(&masked, MASK).into_owned();
+    masked = PRIVATE_KEY_BLOCK.replace_all(&masked, MASK).into_owned();
+    masked = CARD_NUMBER
+        .replace_all(&masked, |c: &Captures| match luhn(&c[0]) {
+            true => MASK.to_owned(),
+            false => c[0].to_owned(),
+        })
+        .into_owned();
     KEY_VALUE.replace_all(&masked, mask_key_value).into_owned()
 }
 
@@ -88,7 +156,7 @@ pub fn mask_payload(payload: &Value, secrets: &[String]) -> Value {
         Value::Array(items) => items.iter().map(|v| mask_payload(v, secrets)).collect(),
         Value::Object(map) => {
             let masked = map.iter().map(|(key, value)| {
-                if SECRET_KEY_NAME.is_match(key) {
+                if is_secret_key(key) {
                     return (key.clone(), Value::String(MASK.to_owned()));
                 }
                 (key.clone(), mask_payload(value, secrets))
@@ -186,6 +254,35 @@ mod tests {
             expect![
                 "cannot reach postgres://app:***@db.internal:5432/main or https://example.org/a:b@c"
             ],
+        );
+    }
+
+    /// Reported: nested `pass`, a session cookie, a PEM key under `ssh` and a card number
+    /// reached the model in clear.
+    #[test]
+    fn short_secret_keys_private_keys_and_card_numbers_are_masked() {
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----";
+        let payload = json!({
+            "nested": {"creds": {"pass": "NESTEDPASS"}},
+            "Cookie": "session=COOKIESESS",
+            "deploy": {"ssh": "x"},
+            "note": format!("key:\n{pem}\npaid with 4111 1111 1111 1111"),
+            "order_id": "4111111111111112",
+            "created_ms": 1796423025118_u64,
+            "compass": "north"
+        });
+        let masked = mask_payload(&payload, &[]);
+        assert_eq!(
+            masked,
+            json!({
+                "nested": {"creds": {"pass": "***"}},
+                "Cookie": "***",
+                "deploy": {"ssh": "***"},
+                "note": "key:\n***\npaid with ***",
+                "order_id": "4111111111111112",
+                "created_ms": 1796423025118_u64,
+                "compass": "north"
+            })
         );
     }
 
