@@ -807,12 +807,9 @@ fn docker_project() -> Project {
     project
 }
 
-/// Reported: Docker has no `--die-with-parent`, so a SIGKILLed SmartWorker left its
-/// container running the handler until the next start-up removed it.
-#[test]
-fn container_job_dies_with_a_killed_server() {
-    let project = docker_project();
-    let mut server = project.serve();
+/// Serves `project` and waits until a job sleeping for two minutes runs in its container.
+fn serve_with_a_long_container_job(project: &Project) -> Server {
+    let server = project.serve();
     let pid = server.child.id();
     project
         .run(&["enqueue", "slow", "--data", r#"{"sleep": 120}"#])
@@ -820,6 +817,16 @@ fn container_job_dies_with_a_killed_server() {
     eventually("the job's container to start", || {
         !running_containers_of(pid).is_empty()
     });
+    server
+}
+
+/// Reported: Docker has no `--die-with-parent`, so a SIGKILLed SmartWorker left its
+/// container running the handler until the next start-up removed it.
+#[test]
+fn container_job_dies_with_a_killed_server() {
+    let project = docker_project();
+    let mut server = serve_with_a_long_container_job(&project);
+    let pid = server.child.id();
 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -838,14 +845,8 @@ fn container_job_dies_with_a_killed_server() {
 #[test]
 fn a_server_stopped_mid_run_removes_its_container_before_it_exits() {
     let project = docker_project();
-    let server = project.serve();
+    let server = serve_with_a_long_container_job(&project);
     let pid = server.child.id();
-    project
-        .run(&["enqueue", "slow", "--data", r#"{"sleep": 120}"#])
-        .success();
-    eventually("the job's container to start", || {
-        !running_containers_of(pid).is_empty()
-    });
     // The job outlives the 30 s grace, so it is interrupted and handed back.
     let (status, log) = server.stop();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
