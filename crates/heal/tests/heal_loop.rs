@@ -7,6 +7,8 @@
     reason = "a test fails loudly at the first unexpected error"
 )]
 
+mod support;
+
 use serde_json::{Value, json};
 use smartworker_core::{HEAL_QUEUE, JobId, JobOptions, JobState, NewJob, QueueBackend};
 use smartworker_handler::{CommandHandler, CommandSpec};
@@ -26,6 +28,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use support::last_user_message;
 
 const USERS_PY: &str = "handlers/lib/users.py";
 
@@ -219,24 +222,7 @@ impl Harness {
             JobState::Dead,
             "the buggy job should fail: {job:?}"
         );
-        for _ in 0..600 {
-            let done = self
-                .backend
-                .list(HEAL_QUEUE, JobState::Completed, 100)
-                .await
-                .unwrap();
-            if let Some(heal) = done.iter().find(|h| h.data["job_id"] == json!(id.0)) {
-                return heal.result.clone().unwrap();
-            }
-            let dead = self
-                .backend
-                .list(HEAL_QUEUE, JobState::Dead, 100)
-                .await
-                .unwrap();
-            assert!(dead.is_empty(), "heal job failed: {dead:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("heal job for {id} did not finish");
+        support::heal_report(self.backend.as_ref(), id).await
     }
 
     fn outbox_messages(&self) -> Vec<String> {
@@ -288,12 +274,6 @@ fn decode_quoted_printable(text: &str) -> String {
 }
 
 /// The body of a chat request's last user message.
-fn last_user_message(request: &Value) -> String {
-    let messages = request["messages"].as_array().unwrap();
-    let user = messages.iter().rev().find(|m| m["role"] == "user").unwrap();
-    user["content"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn buggy_python_job_is_healed_verified_mailed_and_remembered() {
     let h = Harness::start(2).await;

@@ -8,6 +8,8 @@
     reason = "a test fails loudly at the first unexpected error"
 )]
 
+mod support;
+
 use serde_json::{Value, json};
 use smartworker_core::{HEAL_QUEUE, JobId, JobOptions, JobState, NewJob, QueueBackend};
 use smartworker_handler::{CommandMode, CommandSpec, PersistentCommandHandler, PersistentOptions};
@@ -23,6 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use support::last_user_message;
 
 const QUEUE: &str = "greet";
 
@@ -186,18 +189,7 @@ impl Harness {
             failure.stack.as_deref().unwrap().contains("greetings.py"),
             "the answer's stack is the attempt's stack: {failure:?}"
         );
-        for _ in 0..600 {
-            let done = self
-                .backend
-                .list(HEAL_QUEUE, JobState::Completed, 100)
-                .await
-                .unwrap();
-            if let Some(heal) = done.iter().find(|h| h.data["job_id"] == json!(id.0)) {
-                return heal.result.clone().unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("heal job for {id} did not finish");
+        support::heal_report(self.backend.as_ref(), id).await
     }
 
     async fn stop(self) {
@@ -205,12 +197,6 @@ impl Harness {
             worker.shutdown().await;
         }
     }
-}
-
-fn last_user_message(request: &Value) -> String {
-    let messages = request["messages"].as_array().unwrap();
-    let user = messages.iter().rev().find(|m| m["role"] == "user").unwrap();
-    user["content"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
