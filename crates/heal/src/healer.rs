@@ -210,6 +210,9 @@ pub enum HealError {
 enum Verification {
     /// The edits could not be applied.
     Refused(String),
+    /// The edits could not be tried, for a reason that is not the answer's: the workspace or
+    /// the sandbox failed. Asking the model again would not help.
+    Unverifiable(String),
     /// The job ran in the sandbox.
     Ran {
         diff: String,
@@ -568,6 +571,9 @@ impl Healer {
             }
             let (feedback, reason) = self.feedback(&verification);
             progress.reason = Some(reason);
+            if matches!(verification, Verification::Unverifiable(_)) {
+                break;
+            }
             messages.push(ChatMessage::assistant(reply));
             messages.push(ChatMessage::user(feedback));
         }
@@ -644,6 +650,10 @@ impl Healer {
                 prompt::refused(reason),
                 format!("the model's last answer was refused: {reason}"),
             ),
+            Verification::Unverifiable(reason) => (
+                String::new(),
+                format!("the fix could not be verified: {reason}"),
+            ),
             Verification::Ran {
                 output, outcome, ..
             } => {
@@ -704,17 +714,21 @@ impl Healer {
         let (edits, limits) = (edits.to_vec(), s.limits.clone());
         let workspaces = s.workspaces.clone();
         let prepared = tokio::task::spawn_blocking(move || {
+            // The error says whether the answer was at fault (true) or the workspace.
             let ws = Workspace::create(&root, &workspaces)
-                .map_err(|e| format!("cannot create the workspace: {e}"))?;
-            let applied =
-                smartworker_edits::apply(ws.path(), &edits, &limits).map_err(|e| e.to_string())?;
-            Ok::<_, String>((ws, applied))
+                .map_err(|e| (false, format!("cannot create the workspace: {e}")))?;
+            let applied = smartworker_edits::apply(ws.path(), &edits, &limits)
+                .map_err(|e| (true, e.to_string()))?;
+            Ok::<_, (bool, String)>((ws, applied))
         })
         .await;
         let (ws, applied) = match prepared {
             Ok(Ok(done)) => done,
-            Ok(Err(reason)) => return Verification::Refused(reason),
-            Err(err) => return Verification::Refused(format!("workspace task failed: {err}")),
+            Ok(Err((true, reason))) => return Verification::Refused(reason),
+            Ok(Err((false, reason))) => return Verification::Unverifiable(reason),
+            Err(err) => {
+                return Verification::Unverifiable(format!("workspace task failed: {err}"));
+            }
         };
 
         let started = Instant::now();
@@ -727,7 +741,9 @@ impl Healer {
             .await;
         let output = match run {
             Ok(output) => output,
-            Err(err) => return Verification::Refused(format!("the sandbox could not run: {err}")),
+            Err(err) => {
+                return Verification::Unverifiable(format!("the sandbox could not run: {err}"));
+            }
         };
         let mode = self.modes.get(&job.queue).copied().unwrap_or_default();
         let mut outcome = mode.outcome(&output, job);
@@ -823,6 +839,11 @@ impl Healer {
                     reason: reason.clone(),
                 });
                 record.verdict = "refused".into();
+                record.refusal = Some(reason.clone());
+                false
+            }
+            Verification::Unverifiable(reason) => {
+                record.verdict = "error".into();
                 record.refusal = Some(reason.clone());
                 false
             }

@@ -101,16 +101,17 @@ impl Harness {
 
     /// A harness whose memory is `memory` (PostgreSQL) instead of the queue's SQLite file.
     async fn start_with(rounds: u32, memory: Option<MemoryStore>) -> Harness {
-        Harness::start_full(rounds, memory, None, None).await
+        Harness::start_full(rounds, memory, None, None, WorkspaceOptions::default()).await
     }
 
     /// Also with an embeddings server at `embed_url` (else none answers and the lexical
-    /// fallback embeds), and the project's `checks` as `heal.check_command`.
+    /// fallback embeds), the project's `checks` as `heal.check_command`, and `workspaces`.
     async fn start_full(
         rounds: u32,
         memory: Option<MemoryStore>,
         embed_url: Option<String>,
         checks: Option<Vec<String>>,
+        workspaces: WorkspaceOptions,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("project");
@@ -155,7 +156,7 @@ impl Harness {
                     wall_timeout: Duration::from_secs(20),
                     ..SandboxOptions::default()
                 },
-                workspaces: WorkspaceOptions::default(),
+                workspaces,
                 backends: SandboxPolicy::default(),
                 check_command: checks,
                 reviewers: vec!["reviewer@example.com".into()],
@@ -446,7 +447,7 @@ async fn edits_aimed_outside_the_project_are_refused() {
 #[tokio::test]
 async fn failing_checks_are_named_with_their_output_in_the_record_reason_and_mail() {
     let checks = vec!["python3".to_owned(), "tools/check.py".to_owned()];
-    let h = Harness::start_full(1, None, None, Some(checks)).await;
+    let h = Harness::start_full(1, None, None, Some(checks), WorkspaceOptions::default()).await;
     write_file(
         &h.root.join("tools/check.py"),
         "print('checking totals')\nraise SystemExit('expected 6, got 0')\n",
@@ -481,11 +482,37 @@ async fn failing_checks_are_named_with_their_output_in_the_record_reason_and_mai
     h.stop().await;
 }
 
+/// Reported: a project over the workspace limit was reported as "the model's last answer was
+/// refused", and the model was asked again in vain.
+#[tokio::test]
+async fn a_workspace_that_cannot_be_made_ends_healing_with_that_reason() {
+    let small = WorkspaceOptions {
+        max_files: 1,
+        ..WorkspaceOptions::default()
+    };
+    let h = Harness::start_full(3, None, None, None, small).await;
+    h.model.push_content(GOOD_REPLY);
+    h.model.push_content(GOOD_REPLY);
+    let id = h.signup("ada@example.com").await;
+    let report = h.healed(&id).await;
+    assert_eq!(report["verified"], false, "{report:#}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the fix could not be verified: cannot create the workspace"),
+        "{reason}"
+    );
+    assert_eq!(h.model.chat_requests().len(), 1, "asked again in vain");
+    let attempts = h.memory.heal_attempts_for_job(&id.0).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].record.verdict, "error");
+    h.stop().await;
+}
+
 /// Reported: a fix that also rewrote `tests/check.py` to print "checks ok" was verified.
 #[tokio::test]
 async fn a_fix_may_not_rewrite_the_checks_that_judge_it_or_touch_secrets() {
     let checks = vec!["python3".to_owned(), "tools/check.py".to_owned()];
-    let h = Harness::start_full(5, None, None, Some(checks)).await;
+    let h = Harness::start_full(5, None, None, Some(checks), WorkspaceOptions::default()).await;
     write_file(
         &h.root.join("tools/check.py"),
         "raise SystemExit('the real check')\n",
@@ -703,7 +730,14 @@ async fn a_failure_is_remembered_when_the_embedding_models_length_changed() {
     let embeddings = ScriptedModelServer::start_with_dimensions(16)
         .await
         .unwrap();
-    let h = Harness::start_full(1, None, Some(embeddings.base_url()), None).await;
+    let h = Harness::start_full(
+        1,
+        None,
+        Some(embeddings.base_url()),
+        None,
+        WorkspaceOptions::default(),
+    )
+    .await;
     let earlier = FailureInput {
         job_id: "earlier".into(),
         queue: "signup".into(),
