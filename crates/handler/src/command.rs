@@ -72,6 +72,9 @@ pub struct CommandOutput {
     pub duration: Duration,
     /// True when stdout or stderr was longer than the cap and its head was dropped.
     pub truncated: bool,
+    /// True when a sandbox saw the kernel kill a process of the run for memory (set by the
+    /// sandbox backends; a host run leaves it false).
+    pub memory_killed: bool,
 }
 
 /// Why a command could not be run at all (as opposed to running and failing).
@@ -179,6 +182,7 @@ pub async fn run_command(spec: &CommandSpec, stdin: &[u8]) -> Result<CommandOutp
         timed_out: status.timed_out,
         duration: started.elapsed(),
         truncated: out_cut || err_cut,
+        memory_killed: false,
     })
 }
 

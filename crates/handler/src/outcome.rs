@@ -124,6 +124,7 @@ mod tests {
             timed_out: false,
             duration: Duration::from_millis(2003),
             truncated: false,
+            memory_killed: false,
         }
     }
 

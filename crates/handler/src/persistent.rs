@@ -546,6 +546,7 @@ mod tests {
             timed_out: false,
             duration: Duration::from_millis(40),
             truncated: false,
+            memory_killed: false,
         };
         match single_run_outcome(&output, &JobId::from("7")) {
             Ok(value) => format!("ok {value}"),

@@ -749,11 +749,12 @@ impl Healer {
         let mut outcome = mode.outcome(&output, job);
         // A process of the run killed for memory fails it, even when the handler survived
         // and exited 0: the fix did not run as it would in production.
-        let killed = smartworker_sandbox::memory_limit_note(opts.memory_bytes);
-        if outcome.is_ok() && output.stderr.contains(killed.trim()) {
-            outcome = Err(JobFailure::new(
-                killed.trim().trim_start_matches("smartworker: "),
-            ));
+        if outcome.is_ok() && output.memory_killed {
+            outcome = Err(JobFailure::new(format!(
+                "a process of the run was killed for using more than the memory limit of {} \
+                 bytes",
+                opts.memory_bytes
+            )));
         }
         if outcome.is_ok()
             && let Err(failure) = self.run_checks(&ws, &opts, sandbox).await
@@ -987,10 +988,8 @@ fn stderr_with_ending(output: &CommandOutput, outcome: &Result<Value, JobFailure
     let stopped = output.timed_out || output.signal.is_some();
     match outcome {
         Err(failure) if stopped => format!("{}\n[sandbox] {}\n", output.stderr, failure.message),
-        // A failure the output already states (the sandbox's memory note) is not said twice.
-        Err(failure)
-            if output.exit_code == Some(0) && !output.stderr.contains(&failure.message) =>
-        {
+        // A memory kill is already stated at the end of the output, by the sandbox.
+        Err(failure) if output.exit_code == Some(0) && !output.memory_killed => {
             let shown = failure.stack.as_deref().unwrap_or_default();
             format!("{}\n[{}]\n{shown}", output.stderr, failure.message)
         }

@@ -251,32 +251,36 @@ pub async fn run_sandboxed(
     }
     let output = run_command(&wrapped, stdin).await;
 
-    let note = match cgroup {
-        Ok(cgroup) => end_of_run(cgroup, opts).await,
+    let (memory_killed, note) = match cgroup {
+        Ok(cgroup) => {
+            let killed = end_of_run(cgroup).await;
+            (killed, killed.then(|| memory_limit_note(opts.memory_bytes)))
+        }
         Err(reason) => {
             tracing::warn!(
                 reason = %reason,
                 "no cgroup for a bubblewrap run: memory and processes limited per process only"
             );
-            Some(per_process_note(&reason, opts))
+            (false, Some(per_process_note(&reason, opts)))
         }
     };
     let mut output = output?;
+    output.memory_killed = memory_killed;
     if let Some(note) = note {
         output.stderr.push_str(&note);
     }
     Ok(output)
 }
 
-/// Reads whether the kernel killed for memory, then empties and removes the run's cgroup.
-/// Returns the note for stderr, if any.
-async fn end_of_run(cgroup: RunCgroup, opts: &SandboxOptions) -> Option<String> {
+/// Reads whether the kernel killed a process of the run for memory, then empties and removes
+/// the run's cgroup.
+async fn end_of_run(cgroup: RunCgroup) -> bool {
     let oom_kills = cgroup.oom_kills();
     let removal = tokio::task::spawn_blocking(move || cgroup.remove()).await;
     if !matches!(removal, Ok(true)) {
         tracing::warn!("a run's cgroup could not be removed; start-up clean-up will retry");
     }
-    (oom_kills > 0).then(|| memory_limit_note(opts.memory_bytes))
+    oom_kills > 0
 }
 
 /// What a run's stderr ends with when no cgroup could hold it.

@@ -147,6 +147,7 @@ impl DockerSandbox {
         let oom = output.is_ok() && self.oom_killed(&guard.name).await;
         guard.remove_now().await;
         let mut output = output?;
+        output.memory_killed = oom;
         if oom {
             output
                 .stderr
@@ -216,6 +217,7 @@ impl DockerSandbox {
             timed_out,
             duration: started.elapsed(),
             truncated: out_cut || err_cut,
+            memory_killed: false,
         })
     }
 

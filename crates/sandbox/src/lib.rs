@@ -29,7 +29,7 @@ pub use docker::{
 };
 pub use error::SandboxError;
 pub use handler::{SandboxHandler, job_sandbox_env};
-pub use options::{DEFAULT_SANDBOX_UID, SandboxOptions, is_usable_sandbox_uid, memory_limit_note};
+pub use options::{DEFAULT_SANDBOX_UID, SandboxOptions, is_usable_sandbox_uid};
 pub use seccomp::denied_syscalls;
 pub use workspace::{
     SKIPPED_DIRS, Workspace, WorkspaceOptions, is_secret_file, remove_stale_workspaces,

@@ -11,7 +11,7 @@ pub const DEFAULT_SANDBOX_UID: u32 = 61000;
 
 /// What a run's stderr ends with when the kernel killed a process of it for memory, under
 /// either backend.
-pub fn memory_limit_note(memory_bytes: u64) -> String {
+pub(crate) fn memory_limit_note(memory_bytes: u64) -> String {
     format!(
         "\nsmartworker: the sandbox was killed for using more than its memory limit of \
          {memory_bytes} bytes\n"

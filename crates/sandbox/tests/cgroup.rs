@@ -81,6 +81,7 @@ async fn children_together_over_the_memory_limit_are_killed_and_the_output_says_
         "400 MiB in four processes ran under a 192 MiB limit: {out:?}"
     );
     assert!(out.stderr.contains(&memory_note(192 << 20)), "{out:?}");
+    assert!(out.memory_killed, "{out:?}");
 }
 
 /// Reported: 881,000 empty files in `/tmp` in 7 s raised the host's unreclaimable kernel

@@ -245,6 +245,7 @@ async fn memory_hog_is_stopped_by_the_memory_limit() {
     let note = "smartworker: the sandbox was killed for using more than its memory limit of \
                 268435456 bytes";
     assert!(out.stderr.contains(note), "{out:?}");
+    assert!(out.memory_killed, "{out:?}");
 }
 
 #[tokio::test]
