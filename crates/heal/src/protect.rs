@@ -108,7 +108,9 @@ impl Protected<'_> {
             .filter_map(|p| p.canonicalize().ok())
             .any(|skipped| file.starts_with(skipped))
         {
-            return Some(format!("path {shown:?} is SmartWorker's state"));
+            return Some(format!(
+                "path {shown:?} is SmartWorker's own state or configuration"
+            ));
         }
         let checks = self.checks?;
         let named = checks

@@ -383,7 +383,7 @@ impl TreeCopy<'_> {
 
     fn entry(&mut self, from: &Path, to: &Path) -> Result<(), SandboxError> {
         if self.skip.iter().any(|skip| skip == from) {
-            self.note(from, "is SmartWorker's state");
+            self.note(from, "is SmartWorker's own state or configuration");
             return Ok(());
         }
         let meta = fs::symlink_metadata(from).map_err(|e| copy_err(from, e))?;

@@ -414,7 +414,7 @@ fn workspace_leaves_out_secret_files_and_smartworkers_state() {
         left out config/master.key: it may hold secrets; the sandbox gets only the queue's env
         left out deploy/id_rsa: it may hold secrets; the sandbox gets only the queue's env
         left out secrets.env: it may hold secrets; the sandbox gets only the queue's env
-        left out swstate: it is SmartWorker's state
+        left out swstate: it is SmartWorker's own state or configuration
         left out config/settings.txt: it is a hard link to a file that may hold secrets"#]]
     .assert_eq(&ws.notes().join("\n"));
 }
